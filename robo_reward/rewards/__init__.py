@@ -1,0 +1,1 @@
+"""Reward plugins, one module or package per family."""
