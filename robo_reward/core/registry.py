@@ -83,10 +83,15 @@ def _load_builtins() -> None:
     from ..rewards import compose  # noqa: F401
 
 
-def _load_entry_points() -> None:
+def load_entry_points(force: bool = False) -> None:
+    """Register the rewards of every installed ``robo_reward.rewards`` entry point.
+
+    Done once, lazily, on first use of the registry; ``force=True`` looks again (for
+    packages installed while the process runs).
+    """
     global _ENTRY_POINTS_LOADED
     with _LOCK:
-        if _ENTRY_POINTS_LOADED:
+        if _ENTRY_POINTS_LOADED and not force:
             return
         _ENTRY_POINTS_LOADED = True
         _load_builtins()
@@ -108,13 +113,13 @@ def _load_entry_points() -> None:
 
 def list_rewards() -> dict[str, str]:
     """Return ``{name: one-line summary}`` of every registered reward, sorted by name."""
-    _load_entry_points()
+    load_entry_points()
     return {k: _REGISTRY[k].summary for k in sorted(_REGISTRY)}
 
 
 def get_reward_entry(name: str) -> RewardEntry:
     """Return the registry entry for ``name`` or raise :class:`UnknownRewardError` listing what exists."""
-    _load_entry_points()
+    load_entry_points()
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -47,7 +47,8 @@ class SparseSuccessReward(RewardPlugin):
     """``value`` (default 1) on steps where the task's success signal holds, else 0.
 
     The success signal comes from the task card, or from ``key`` (an ``info`` key,
-    optionally with ``threshold``) or ``predicate`` (``"module:function"``).
+    optionally compared ``>= threshold``, or ``<= threshold`` with ``below=True``) or
+    ``predicate`` (``"module:function"``).
     """
 
     requires = frozenset({"info", "next_obs"})
@@ -56,12 +57,13 @@ class SparseSuccessReward(RewardPlugin):
         self,
         key: str | None = None,
         threshold: float | None = None,
+        below: bool = False,
         predicate: str | None = None,
         value: float = 1.0,
         task: Any = None,
     ):
         if key is not None or predicate is not None:
-            self.signal = SuccessSignal(info_key=key, threshold=threshold, predicate=predicate)
+            self.signal = SuccessSignal(info_key=key, threshold=threshold, below=bool(below), predicate=predicate)
         elif task is not None and getattr(task, "success", None) is not None:
             self.signal = task.success_signal()
         else:

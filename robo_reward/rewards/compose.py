@@ -520,7 +520,10 @@ class RunningNormalize(_SingleChild):
         var = float(state["var"])
         count = int(state["count"])
         if not (math.isfinite(var) and var >= 0 and count >= 0 and math.isfinite(float(state["mean"]))):
-            raise ConfigError(f"normalize: invalid statistics in state dict (mean={state['mean']}, var={var}, count={count})")
+            raise ConfigError(
+                f"normalize: invalid statistics in state dict (mean={state['mean']}, var={var}, count={count}); "
+                "pass what state_dict() returned"
+            )
         self._stats.mean = float(state["mean"])
         self._stats.var = var
         self._stats.count = count
@@ -631,7 +634,8 @@ def delta_rewards(r: Any, episode_ends: Any = None) -> np.ndarray:
         ends = np.asarray(episode_ends, dtype=bool)
         if ends.shape != arr.shape:
             raise ConfigError(
-                f"delta_rewards: episode_ends has shape {ends.shape} but r has shape {arr.shape}; give one flag per step"
+                f"delta_rewards: episode_ends has shape {ends.shape} but r has shape {arr.shape}; "
+                "give one flag per step"
             )
         # The last step of every episode keeps its own reward (no look-ahead across episodes).
         d[ends] = arr[ends]
