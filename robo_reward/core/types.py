@@ -18,7 +18,7 @@ from .errors import ConfigError, RewardComputationError
 REQUIREMENTS: frozenset[str] = frozenset({"obs", "action", "next_obs", "info", "frames"})
 
 
-@dataclass
+@dataclass(slots=True)
 class TransitionBatch:
     """One step of ``n`` transitions, as handed to :meth:`RewardPlugin.compute`.
 
@@ -95,7 +95,7 @@ class TransitionBatch:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class RewardOutput:
     """What a plugin returns: the reward and its named terms, each ``float32[n]``."""
 
