@@ -81,6 +81,7 @@ def _load_builtins() -> None:
     # Importing the modules runs their @register_reward decorators.
     from ..rewards import builtin  # noqa: F401
     from ..rewards import compose  # noqa: F401
+    from ..rewards import vlm  # noqa: F401  (vlm-rm; open_clip loads only when a model is built)
 
 
 def load_entry_points(force: bool = False) -> None:

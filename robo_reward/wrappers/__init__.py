@@ -5,10 +5,15 @@ from .mixing import MODES, RewardMix, resolve_mode
 from .single import RewardWrapper
 from .vector import VectorRewardWrapper
 
-try:
-    from .sb3 import SB3RewardWrapper
-except ImportError:  # pragma: no cover
-    SB3RewardWrapper = None  # type: ignore[assignment,misc]
+
+
+def __getattr__(name: str):
+    # SB3 (and with it torch) is imported only when its wrapper is first used.
+    if name == "SB3RewardWrapper":
+        from .sb3 import SB3RewardWrapper
+
+        return SB3RewardWrapper
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "FINAL_FRAME_KEY",

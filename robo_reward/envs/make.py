@@ -1,0 +1,445 @@
+"""Build Gymnasium envs from task cards, optionally wrapped with a reward plugin.
+
+* :func:`make_env` — one env: the card's Gymnasium id with its time limit and render
+  options, ``info["is_success"]`` on every step (Stable-Baselines3's convention), and a
+  :class:`~robo_reward.RewardWrapper` when a reward is given.
+* :func:`make_vec_env` — a Gymnasium ``VectorEnv`` of such envs, wrapped with
+  :class:`~robo_reward.VectorRewardWrapper` when a reward is given.
+* :func:`make_registered_env` — the entry point of the Gymnasium ids
+  ``robo_reward/<card name>`` that :func:`robo_reward.envs.register_gym_envs` registers,
+  so that ``gym.make("robo_reward/mujoco-reacher-v5", reward="sparse-success")`` works.
+
+Simulators are imported only when an env is made.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any, Callable, Mapping, Sequence
+
+import gymnasium as gym
+import numpy as np
+from pydantic import ValidationError
+
+from ..core.errors import ConfigError, MissingDependencyError, TaskCardError
+from ..core.success import SuccessSignal
+from .cards import RenderSpec, TaskCard, load_card
+from .render import apply_render_options
+
+#: The ``info`` key that carries the per-step success flag (Stable-Baselines3's name).
+SUCCESS_INFO_KEY = "is_success"
+
+#: What each family needs imported before ``gymnasium.make`` knows its ids, and the extra to install.
+_FAMILY_IMPORTS: dict[str, tuple[str, str | None]] = {
+    "mujoco": ("mujoco", "mujoco"),
+    "metaworld": ("metaworld", "metaworld"),
+    "maniskill": ("mani_skill.envs", None),
+    "pybullet": ("pybullet", "pybullet"),
+}
+
+_VECTORIZATIONS = ("sync", "async")
+
+
+class SuccessInfoWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Put ``info["is_success"]`` (a ``bool``) on every step, from a task's success signal.
+
+    Stable-Baselines3 reads this key at the end of an episode (``Monitor``,
+    ``EvalCallback``) to report success rates.
+
+    Args:
+        env: the env.
+        signal: the :class:`~robo_reward.core.success.SuccessSignal` (usually ``card.success_signal()``).
+        key: the info key to write.
+    """
+
+    def __init__(self, env: gym.Env, signal: SuccessSignal, key: str = SUCCESS_INFO_KEY):
+        gym.utils.RecordConstructorArgs.__init__(self, signal=signal, key=key)
+        gym.Wrapper.__init__(self, env)
+        self.signal = signal
+        self.key = key
+
+    def step(self, action: Any):
+        """Step the env and add ``info[key]``."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info = dict(info)
+        info[self.key] = bool(self.signal.evaluate(_batch1(obs), (info,))[0])
+        return obs, reward, terminated, truncated, info
+
+
+def _batch1(obs: Any) -> Any:
+    if isinstance(obs, Mapping):
+        return {k: _batch1(v) for k, v in obs.items()}
+    return np.asarray(obs)[None]
+
+
+class MetaWorldCompatWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Make a MetaWorld v3 env (``gym.make("Meta-World/MT1", ...)``) follow the Gymnasium API.
+
+    Two fixes:
+
+    * the observation space: MetaWorld computes it before a task is set, while the goal
+      is still hidden, so its last three bounds are ``[0, 0]`` although observations carry
+      the goal position; here they are the env's ``goal_space`` bounds, so every
+      observation lies in the space (the env checkers of Gymnasium and SB3 test this);
+    * seeding: ``SawyerXYZEnv.reset`` ignores ``seed``; here ``reset(seed=s)`` reseeds the
+      env (``unwrapped.seed(s)``), so the task drawn from the benchmark's set and the
+      initial state follow the seed.
+    """
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+        space = env.observation_space
+        base = env.unwrapped
+        goal = getattr(base, "goal_space", None)
+        if isinstance(space, gym.spaces.Box) and space.shape == (39,) and goal is not None:
+            low = np.array(space.low, copy=True)
+            high = np.array(space.high, copy=True)
+            low[36:39] = np.minimum(goal.low, goal.high)
+            high[36:39] = np.maximum(goal.low, goal.high)
+            self.observation_space = gym.spaces.Box(low, high, dtype=space.dtype)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset; a given ``seed`` reseeds the MetaWorld env first."""
+        if seed is not None:
+            self.env.unwrapped.seed(int(seed))
+        return self.env.reset(seed=seed, options=options)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _resolve_render(card: TaskCard, overrides: Mapping[str, Any] | None) -> RenderSpec:
+    if not overrides:
+        return card.render
+    merged = {**card.render.model_dump(), **dict(overrides)}
+    if "camera" in overrides and overrides["camera"] is None and "camera_roll" not in overrides:
+        merged["camera_roll"] = 0.0  # the default free camera cannot be rolled
+    try:
+        return RenderSpec.model_validate(merged)
+    except ValidationError as exc:
+        msgs = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'render'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"bad render_overrides {dict(overrides)!r}: {msgs}") from None
+
+
+def _import_family(card: TaskCard) -> None:
+    mod, extra = _FAMILY_IMPORTS.get(card.family, (None, None))
+    if mod is None:
+        return
+    try:
+        importlib.import_module(mod)
+    except ImportError as exc:
+        raise MissingDependencyError(mod.split(".")[0], extra, feature=f"task card {card.name!r}") from exc
+
+
+def _gym_make(card: TaskCard, **kwargs: Any) -> gym.Env:
+    try:
+        return gym.make(card.env_id, **kwargs)
+    except gym.error.DependencyNotInstalled as exc:
+        extra = _FAMILY_IMPORTS.get(card.family, (None, None))[1]
+        raise MissingDependencyError(card.family, extra, feature=f"task card {card.name!r} ({exc})") from exc
+    except (gym.error.NameNotFound, gym.error.VersionNotFound, gym.error.NamespaceNotFound) as exc:
+        raise TaskCardError(
+            f"task card {card.name!r}: Gymnasium does not know env id {card.env_id!r} ({exc}); "
+            "check the card's env_id and that the simulator package is installed"
+        ) from exc
+    except TypeError as exc:
+        raise TaskCardError(f"task card {card.name!r}: gymnasium.make({card.env_id!r}) rejected its arguments: {exc}") from exc
+
+
+def _find_time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
+    e: Any = env
+    while isinstance(e, gym.Wrapper):
+        if isinstance(e, gym.wrappers.TimeLimit):
+            return e
+        e = e.env
+    return None
+
+
+def _build_base(
+    card: TaskCard,
+    render_mode: str | None,
+    render: RenderSpec,
+    seed: int | None,
+    env_kwargs: Mapping[str, Any],
+) -> gym.Env:
+    """The card's env with its time limit and render options, without robo_reward's wrappers."""
+    _import_family(card)
+    kwargs = {**card.env_kwargs, **dict(env_kwargs)}
+    steps = kwargs.pop("max_episode_steps", None) or card.max_episode_steps
+    if not isinstance(steps, (int, np.integer)) or steps <= 0:
+        raise ConfigError(f"max_episode_steps must be a positive integer, got {steps!r}")
+    mujoco_based = card.family in ("mujoco", "metaworld")
+    if mujoco_based:
+        kwargs.setdefault("width", render.width)
+        kwargs.setdefault("height", render.height)
+        if render.camera is not None:
+            kwargs.setdefault("camera_name", render.camera)
+
+    if card.family == "metaworld":
+        if "env_name" not in kwargs:
+            raise TaskCardError(f"task card {card.name!r}: MetaWorld cards need env_kwargs.env_name (e.g. 'reach-v3')")
+        if seed is not None:
+            kwargs.setdefault("seed", int(seed))
+        # MetaWorld's own observation space is wrong until the compat wrapper fixes it,
+        # so Gymnasium's passive checker would only warn about it.
+        env = _gym_make(card, render_mode=render_mode, disable_env_checker=True, **kwargs)
+        limit = getattr(env.unwrapped, "max_path_length", None)
+        if limit is not None and steps > limit:
+            env.close()
+            raise TaskCardError(
+                f"task card {card.name!r}: max_episode_steps={steps} exceeds MetaWorld's "
+                f"max_path_length={limit} (the env refuses to step past it)"
+            )
+        tl = _find_time_limit(env)
+        if tl is None or tl._max_episode_steps != steps:
+            env = gym.wrappers.TimeLimit(env, int(steps))
+        env = MetaWorldCompatWrapper(env)
+    else:
+        env = _gym_make(card, max_episode_steps=int(steps), render_mode=render_mode, **kwargs)
+
+    apply_render_options(
+        env,
+        shadows=render.shadows,
+        reflections=render.reflections,
+        width=render.width if mujoco_based else None,
+        height=render.height if mujoco_based else None,
+        camera=render.camera,
+        camera_roll=render.camera_roll,
+    )
+    return env
+
+
+def _task_ref(card: TaskCard) -> str | None:
+    """How the entry point finds ``card`` again: its shipped name, its YAML path, or ``None``."""
+    if card.source is None:
+        return None
+    try:
+        shipped = load_card(card.name)
+    except TaskCardError:
+        shipped = None
+    if shipped is not None and shipped.source == card.source:
+        return card.name
+    return str(card.source)
+
+
+def _set_spec(env: gym.Env, card: TaskCard, make_kwargs: dict[str, Any]) -> None:
+    """Give the env the spec of its ``robo_reward/<card>`` id, as ``gym.make`` would.
+
+    Then ``env.spec.id`` names the card and ``env.spec.make()`` rebuilds the same env
+    (reward wrapper included) through :func:`make_registered_env`. Wrappers cache their
+    spec; the caches along the chain are dropped so that they see the new one.
+    """
+    ref = _task_ref(card)
+    if ref is None:
+        return  # a card built in code cannot be found again by name: keep the simulator's spec
+    from gymnasium.envs.registration import EnvSpec
+
+    kwargs = {"task": ref, **{k: v for k, v in make_kwargs.items() if v is not None}}
+    env.unwrapped.spec = EnvSpec(
+        id=card.gym_id,
+        entry_point="robo_reward.envs.make:make_registered_env",
+        max_episode_steps=None,
+        order_enforce=False,
+        disable_env_checker=True,
+        kwargs=kwargs,
+    )
+    e: Any = env
+    while isinstance(e, gym.Wrapper):
+        if getattr(e, "_cached_spec", None) is not None:
+            e._cached_spec = None
+        e = e.env
+
+
+def _needs_frames(plugin: Any) -> bool:
+    return plugin is not None and "frames" in getattr(plugin, "requires", ())
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def make_env(
+    task: str | TaskCard,
+    reward: Any = None,
+    mode: str = "replace",
+    *,
+    seed: int | None = None,
+    render_mode: str | None = None,
+    render_overrides: Mapping[str, Any] | None = None,
+    alpha: float | None = None,
+    weights: Sequence[float] | None = None,
+    **env_kwargs: Any,
+) -> gym.Env:
+    """Make the env of a task card, optionally with a reward plugin.
+
+    The env has the card's time limit, its render options (camera, size, shadows and
+    reflections off unless the card says otherwise) and ``info["is_success"]`` on every
+    step from the card's success signal. With ``reward``, it is wrapped in
+    :class:`~robo_reward.RewardWrapper` (``info["env_reward"]`` keeps the env's reward,
+    ``info["reward_terms"]`` the plugin's terms).
+
+    Args:
+        task: a card name (``"metaworld-reach-v3"``), a YAML path or a :class:`TaskCard`.
+        reward: a reward plugin, name, ``"name:k=v"`` spec or mapping (``None``: env reward).
+        mode: how the plugin reward meets the env reward: ``"replace"``, ``"add"``,
+            ``"blend"`` (with ``alpha``) or ``"weighted"`` (with ``weights``).
+        seed: seeds the env (first reset and action space; for MetaWorld also the task set).
+        render_mode: e.g. ``"rgb_array"``. Defaults to ``"rgb_array"`` when the reward
+            scores frames, else ``None``.
+        render_overrides: replace fields of the card's ``render`` section
+            (``{"width": 64, "height": 64, "shadows": True}``).
+        alpha, weights: passed to the reward wrapper for ``blend``/``weighted`` modes.
+        **env_kwargs: extra keyword arguments for ``gymnasium.make`` (override the card's).
+
+    Raises:
+        TaskCardError: unknown or invalid card, or an env id Gymnasium does not know.
+        MissingDependencyError: the simulator package is not installed.
+        ConfigError: a bad reward spec, mode or render override.
+    """
+    card = load_card(task)
+    render = _resolve_render(card, render_overrides)
+    plugin = None
+    if reward is not None:
+        from ..core.registry import make_reward
+
+        plugin = make_reward(reward, task=card)
+        if render_mode is None and _needs_frames(plugin):
+            render_mode = "rgb_array"
+    elif alpha is not None or weights is not None:
+        raise ConfigError("'alpha' and 'weights' apply only when a reward is given")
+    env = _build_base(card, render_mode, render, seed, env_kwargs)
+    env = SuccessInfoWrapper(env, card.success_signal())
+    if seed is not None:
+        env.reset(seed=int(seed))
+        env.action_space.seed(int(seed))
+    if plugin is not None:
+        from ..wrappers import RewardWrapper
+
+        env = RewardWrapper(env, plugin, mode=mode, alpha=alpha, weights=weights, task=card)
+    _set_spec(
+        env,
+        card,
+        {
+            "reward": reward,
+            "mode": mode if reward is not None else None,
+            "seed": seed,
+            "render_mode": render_mode,
+            "render_overrides": dict(render_overrides) if render_overrides else None,
+            "alpha": alpha,
+            "weights": weights,
+            **env_kwargs,
+        },
+    )
+    return env
+
+
+_AUTORESET = {
+    "next_step": gym.vector.AutoresetMode.NEXT_STEP,
+    "same_step": gym.vector.AutoresetMode.SAME_STEP,
+}
+
+
+def _autoreset_mode(value: Any) -> gym.vector.AutoresetMode:
+    """``"next_step"``/``"same_step"`` (or the enum, or its value ``"NextStep"``) → ``AutoresetMode``."""
+    if isinstance(value, gym.vector.AutoresetMode):
+        mode = value
+    elif isinstance(value, str) and value.lower() in _AUTORESET:
+        mode = _AUTORESET[value.lower()]
+    else:
+        try:
+            mode = gym.vector.AutoresetMode(value)
+        except ValueError:
+            mode = None  # type: ignore[assignment]
+    if mode not in _AUTORESET.values():
+        raise ConfigError(f"autoreset_mode must be 'next_step' or 'same_step', got {value!r}")
+    return mode
+
+
+def _make_sub_env(
+    card: TaskCard,
+    render_mode: str | None,
+    render_overrides: Mapping[str, Any] | None,
+    env_kwargs: Mapping[str, Any],
+    seed: int | None,
+    final_frame: bool,
+) -> gym.Env:
+    env = make_env(card, seed=seed, render_mode=render_mode, render_overrides=render_overrides, **dict(env_kwargs))
+    if final_frame:
+        from ..wrappers import FinalFrameWrapper
+
+        env = FinalFrameWrapper(env)
+    return env
+
+
+def make_vec_env(
+    task: str | TaskCard,
+    n_envs: int,
+    reward: Any = None,
+    mode: str = "replace",
+    seed: int | None = None,
+    vectorization: str = "sync",
+    autoreset_mode: str = "next_step",
+    render_mode: str | None = None,
+    *,
+    render_overrides: Mapping[str, Any] | None = None,
+    alpha: float | None = None,
+    weights: Sequence[float] | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+) -> gym.vector.VectorEnv:
+    """Make a Gymnasium ``VectorEnv`` of ``n_envs`` copies of a task card's env.
+
+    Each sub-env is :func:`make_env` without a reward; the reward plugin, when given,
+    wraps the whole vector env (:class:`~robo_reward.VectorRewardWrapper`, one batched
+    call per step). Sub-envs carry ``info["is_success"]``.
+
+    Args:
+        task: card name, YAML path or :class:`TaskCard`.
+        n_envs: number of sub-envs (>= 1).
+        reward, mode, alpha, weights: as for :func:`make_env`.
+        seed: sub-env ``i`` is reset with ``seed + i`` (MetaWorld: all share the task set of ``seed``).
+        vectorization: ``"sync"`` (one process) or ``"async"`` (one process per sub-env).
+        autoreset_mode: ``"next_step"`` (Gymnasium's default) or ``"same_step"``
+            (SB3-like: the finished sub-env is reset in the same ``step`` call).
+        render_mode: as for :func:`make_env` (``"rgb_array"`` when the reward scores frames).
+        render_overrides: as for :func:`make_env`.
+        env_kwargs: extra keyword arguments for every sub-env's ``gymnasium.make``.
+    """
+    if not isinstance(n_envs, (int, np.integer)) or n_envs < 1:
+        raise ConfigError(f"n_envs must be a positive integer, got {n_envs!r}")
+    if vectorization not in _VECTORIZATIONS:
+        raise ConfigError(f"vectorization must be one of {', '.join(_VECTORIZATIONS)}, got {vectorization!r}")
+    ar_mode = _autoreset_mode(autoreset_mode)
+    card = load_card(task)
+    _resolve_render(card, render_overrides)  # fail early on bad overrides
+    plugin = None
+    if reward is not None:
+        from ..core.registry import make_reward
+
+        plugin = make_reward(reward, task=card)
+        if render_mode is None and _needs_frames(plugin):
+            render_mode = "rgb_array"
+    elif alpha is not None or weights is not None:
+        raise ConfigError("'alpha' and 'weights' apply only when a reward is given")
+    final_frame = _needs_frames(plugin) and ar_mode is gym.vector.AutoresetMode.SAME_STEP
+    fns: list[Callable[[], gym.Env]] = [
+        functools.partial(_make_sub_env, card, render_mode, render_overrides, dict(env_kwargs or {}), seed, final_frame)
+        for _ in range(int(n_envs))
+    ]
+    cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
+    venv = cls(fns, autoreset_mode=ar_mode)
+    if seed is not None:
+        venv.reset(seed=[int(seed) + i for i in range(int(n_envs))])
+        venv.action_space.seed(int(seed))
+    if plugin is not None:
+        from ..wrappers import VectorRewardWrapper
+
+        venv = VectorRewardWrapper(venv, plugin, mode=mode, alpha=alpha, weights=weights, task=card)
+    return venv
+
+
+def make_registered_env(task: str, reward: Any = None, mode: str = "replace", **kwargs: Any) -> gym.Env:
+    """Entry point of the ``robo_reward/<card>`` Gymnasium ids: :func:`make_env` with ``gym.make``'s keywords."""
+    return make_env(task, reward, mode, **kwargs)
