@@ -43,7 +43,12 @@ def _register_subcommands() -> None:
     """Attach the command groups that live next to the code they drive."""
     import importlib
 
-    for module in ("robo_reward.envs.cli", "robo_reward.agents.cli"):
+    for module in (
+        "robo_reward.envs.cli",
+        "robo_reward.agents.cli",
+        "robo_reward.rewards.vlm.cli",
+        "robo_reward.metrics.cli",
+    ):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

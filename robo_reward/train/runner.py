@@ -1,0 +1,481 @@
+"""Train an SB3 agent on a task card with a reward plugin, and keep everything in a run folder.
+
+A run folder holds::
+
+    config.yaml          the resolved run config (seed, library version, hyperparameters, ...)
+    segments.json        one entry per start of the process (the first run, then each resume)
+    tb/                  TensorBoard event files (SB3's own scalars plus rollout/ and eval/)
+    metrics.jsonl        one line per log interval: learned-reward return, env-reward
+                         (ground-truth) return and success rate, side by side
+    evals.jsonl          periodic evaluations (when eval_freq > 0)
+    checkpoints/         step_<N>.zip, step_<N>.json, step_<N>_replay_buffer.pkl (off-policy)
+    final_model.zip      the trained model (+ final_model.json with its step count)
+    eval.json            the final evaluation (success rate, GT return, 95 % intervals)
+    videos/eval.mp4      one deterministic evaluation episode
+    summary.json         steps, wall time, steps/s, final evaluation, video status
+
+A run that was killed continues with :func:`resume` (``robo-reward train --resume RUN_DIR``)
+from its latest checkpoint, with the same step target; ``metrics.jsonl`` is appended to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..core.errors import ConfigError
+from .config import RunConfig, load_run_config, write_run_config
+from .evaluate import EVAL_SEED_OFFSET, evaluate, record_video, write_eval_json
+
+METRICS_WINDOW = 20
+"""Episodes averaged in each ``metrics.jsonl`` line and in the summary's training stats."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete checkpoint in a run folder (its JSON marker exists, so its files do too)."""
+
+    json_path: Path
+    model: Path
+    replay_buffer: Path | None
+    timesteps: int
+    train_time_s: float
+    segment: int
+    episodes: int = 0
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
+    """All complete checkpoints of a run folder, oldest first."""
+    directory = Path(run_dir) / "checkpoints"
+    out = []
+    for jp in sorted(directory.glob("step_*.json")):
+        try:
+            meta = json.loads(jp.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a torn write: not a checkpoint
+        model = directory / meta.get("model", "")
+        if not model.is_file():
+            continue
+        buf = meta.get("replay_buffer")
+        out.append(
+            Checkpoint(
+                json_path=jp,
+                model=model,
+                replay_buffer=directory / buf if buf else None,
+                timesteps=int(meta["timesteps"]),
+                train_time_s=float(meta.get("train_time_s") or 0.0),
+                segment=int(meta.get("segment") or 0),
+                episodes=int(meta.get("episodes") or 0),
+            )
+        )
+    return sorted(out, key=lambda c: c.timesteps)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Checkpoint | None:
+    """The checkpoint with the most steps, or ``None``."""
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def _final_checkpoint(run_dir: Path) -> Checkpoint | None:
+    meta_path = run_dir / "final_model.json"
+    model = run_dir / "final_model.zip"
+    if not (meta_path.is_file() and model.is_file()):
+        return None
+    meta = json.loads(meta_path.read_text())
+    return Checkpoint(meta_path, model, None, int(meta["timesteps"]), float(meta.get("train_time_s") or 0.0),
+                      int(meta.get("segment") or 0), int(meta.get("episodes") or 0))
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    """``runs/<task>-<agent>-s<seed>-<YYYYmmdd-HHMMSS>`` under the current directory."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.task}-{config.agent}-s{config.seed}-{stamp}"
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in ("robo-reward", "stable-baselines3", "torch", "gymnasium", "numpy", "mujoco"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    from .. import __version__
+
+    out["robo_reward"] = __version__
+    return out
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
+    tmp.replace(path)
+
+
+def build_vec_env(card: Any, plugin: Any, config: RunConfig, seed: int) -> Any:
+    """The training env: a ``DummyVecEnv`` of ``config.n_envs`` card envs with the reward plugin on top.
+
+    Sub-env ``i`` is made with ``seed + i``. When the plugin scores frames, sub-envs
+    render (``rgb_array``) and keep their terminal frame (``FinalFrameWrapper``). The
+    stack is ``VecMonitor(SB3RewardWrapper(DummyVecEnv([...])))``.
+    """
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+    from ..envs import make_env
+    from ..wrappers import FinalFrameWrapper, SB3RewardWrapper
+
+    frames = "frames" in plugin.requires
+    if frames:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+
+    def factory(i: int) -> Callable[[], Any]:
+        def make() -> Any:
+            env = make_env(card, seed=seed + i, render_mode="rgb_array" if frames else None)
+            return FinalFrameWrapper(env) if frames else env
+
+        return make
+
+    venv = DummyVecEnv([factory(i) for i in range(config.n_envs)])
+    venv = SB3RewardWrapper(venv, plugin, config.mode, alpha=config.alpha, weights=config.weights, task=card)
+    venv = VecMonitor(venv)
+    venv.seed(seed)
+    return venv
+
+
+class Runner:
+    """One training run, from config to run folder. Use :func:`train` / :func:`resume` for the common case.
+
+    ``setup()`` builds the env and the model (or loads the latest checkpoint when
+    resuming); ``run()`` trains, evaluates, records the video and writes the summary.
+
+    Args:
+        config: the run config (for a new run).
+        resume: a run folder to continue instead (its ``config.yaml`` is used).
+        device: override the device of a resumed run.
+        progress: show a progress bar.
+        callbacks: extra SB3 callbacks, run after the built-in ones.
+        log: where notices go (a function taking a string; default: stderr).
+    """
+
+    def __init__(
+        self,
+        config: RunConfig | None = None,
+        *,
+        resume: str | Path | None = None,
+        device: str | None = None,
+        progress: bool = True,
+        callbacks: Sequence[Any] = (),
+        log: Callable[[str], None] | None = None,
+    ):
+        if (config is None) == (resume is None):
+            raise ConfigError("give either a run config or a run folder to resume, not both")
+        self.resuming = resume is not None
+        self.progress = progress
+        self.extra_callbacks = list(callbacks)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        if resume is not None:
+            self.run_dir = Path(resume)
+            if not (self.run_dir / "config.yaml").is_file():
+                raise ConfigError(f"cannot resume {self.run_dir}: it has no config.yaml (is it a run folder?)")
+            self.config = load_run_config(self.run_dir / "config.yaml", device=device)
+        else:
+            assert config is not None
+            self.config = config.model_copy(deep=True)
+            self.run_dir = Path(config.out) if config.out else default_run_dir(config)
+            if (self.run_dir / "config.yaml").exists():
+                raise ConfigError(
+                    f"run folder {self.run_dir} already holds a run; continue it with "
+                    f"'robo-reward train --resume {self.run_dir}' or choose another --out"
+                )
+        self.card: Any = None
+        self.plugin: Any = None
+        self.venv: Any = None
+        self.model: Any = None
+        self.hyperparameters: dict[str, Any] = {}
+        self.start_checkpoint: Checkpoint | None = None
+        self.segment = 0
+        self.already_finished = False
+        self._t_start = time.perf_counter()
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> "Runner":
+        """Build the card, reward plugin, training env and model; write ``config.yaml`` for a new run."""
+        from ..agents.sb3 import OFF_POLICY, algorithm_class, load_preset, make_model
+        from ..core.registry import make_reward
+        from ..envs import load_card
+
+        cfg = self.config
+        import torch
+
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto")
+        on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+        threads = cfg.torch_threads or (1 if on_cpu else None)
+        if threads:
+            torch.set_num_threads(threads)
+        self.card = load_card(cfg.task)
+        self.plugin = make_reward(cfg.reward_spec, task=self.card)
+        self.hyperparameters = load_preset(cfg.agent, self.card.family, cfg.agent_overrides)
+        if cfg.agent in OFF_POLICY and "buffer_size" in self.hyperparameters:
+            # a buffer larger than the run never fills; capping it saves memory and checkpoint size
+            self.hyperparameters["buffer_size"] = int(min(self.hyperparameters["buffer_size"], max(cfg.steps, 1)))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        segments = self._read_segments()
+        self.segment = len(segments)
+
+        start = None
+        if self.resuming:
+            start = _final_checkpoint(self.run_dir)
+            if start is None or start.timesteps < cfg.steps:
+                start = latest_checkpoint(self.run_dir) or start
+            if start is None:
+                self.log(f"{self.run_dir} has no checkpoint yet: training again from step 0 in the same folder")
+            elif (self.run_dir / "summary.json").is_file() and start.timesteps >= cfg.steps:
+                self.already_finished = True
+        self.start_checkpoint = start
+        start_steps = start.timesteps if start else 0
+        seed = cfg.seed + start_steps  # a resumed segment must not replay the first episodes
+        tb = self._tensorboard_dir()
+
+        if not self.resuming:
+            cfg.out = str(self.run_dir)
+            cfg.library_version = _versions()["robo_reward"]
+            cfg.resolved = {
+                "env_id": self.card.env_id,
+                "task_family": self.card.family,
+                "max_episode_steps": self.card.max_episode_steps,
+                "reward_requires": sorted(self.plugin.requires),
+                "hyperparameters": self.hyperparameters,
+                "eval_seed": cfg.seed + EVAL_SEED_OFFSET,
+                "versions": _versions(),
+                "command": " ".join(sys.argv),
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            write_run_config(cfg, self.run_dir / "config.yaml")
+
+        if self.already_finished:
+            return self
+        self.venv = build_vec_env(self.card, self.plugin, cfg, seed)
+        if start is None:
+            self.model = make_model(
+                cfg.agent,
+                self.venv,
+                seed=cfg.seed,
+                device=cfg.device,
+                tensorboard_log=tb,
+                hyperparameters=self.hyperparameters,
+            )
+        else:
+            self.log(f"resuming {self.run_dir} from step {start.timesteps} ({start.model.name})")
+            cls = algorithm_class(cfg.agent)
+            self.model = cls.load(
+                str(start.model), env=self.venv, device=cfg.device,
+                tensorboard_log=str(tb) if tb else None,
+            )
+            if start.replay_buffer is not None and start.replay_buffer.is_file():
+                self.model.load_replay_buffer(str(start.replay_buffer))
+            self.model.set_random_seed(seed)
+        segments.append(
+            {
+                "segment": self.segment,
+                "start_timesteps": start_steps,
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "resumed_from": start.json_path.name if start else None,
+                "device": str(self.model.device),
+                "env_seed": seed,
+            }
+        )
+        _write_json(self.run_dir / "segments.json", segments)
+        return self
+
+    def _read_segments(self) -> list[dict[str, Any]]:
+        path = self.run_dir / "segments.json"
+        if not path.is_file():
+            return []
+        return list(json.loads(path.read_text()))
+
+    def _tensorboard_dir(self) -> Path | None:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            warnings.warn("tensorboard is not installed: the run gets no TensorBoard events", stacklevel=2)
+            return None
+        return self.run_dir / "tb"
+
+    # ------------------------------------------------------------------ training
+    def _callbacks(self) -> tuple[Any, Any, list[Any]]:
+        from stable_baselines3.common.callbacks import CallbackList
+
+        from ..agents.sb3 import is_off_policy
+        from .callbacks import CheckpointCallback, EpisodeMetricsCallback, PeriodicEvalCallback, ProgressBarCallback
+
+        cfg = self.config
+        start = self.start_checkpoint
+        metrics = EpisodeMetricsCallback(
+            self.run_dir / "metrics.jsonl",
+            cfg.log_freq,
+            window=METRICS_WINDOW,
+            segment=self.segment,
+            start_timesteps=start.timesteps if start else 0,
+            wall_time_offset=start.train_time_s if start else 0.0,
+            start_episodes=start.episodes if start else 0,
+        )
+        ckpt = CheckpointCallback(
+            self.run_dir / "checkpoints",
+            cfg.checkpoint_freq,
+            save_replay_buffer=is_off_policy(cfg.agent),
+            metrics=metrics,
+            segment=self.segment,
+        )
+        cbs: list[Any] = [metrics, ckpt]
+        if cfg.eval_freq > 0 and cfg.eval_episodes > 0:
+            eval_seed = cfg.seed + EVAL_SEED_OFFSET
+            cbs.append(
+                PeriodicEvalCallback(
+                    lambda m: evaluate(m, self.card, cfg.eval_episodes, eval_seed),
+                    cfg.eval_freq,
+                    self.run_dir / "evals.jsonl",
+                )
+            )
+        cbs.append(ProgressBarCallback(cfg.steps, metrics, disable=not self.progress))
+        cbs.extend(self.extra_callbacks)
+        return CallbackList(cbs), metrics, cbs
+
+    def run(self) -> dict[str, Any]:
+        """Train to the step target, save the final model, evaluate, record the video, write ``summary.json``.
+
+        Returns the summary. On Ctrl-C a checkpoint is saved before the interrupt is
+        re-raised, so ``--resume`` loses nothing.
+        """
+        if self.model is None and not self.already_finished:
+            self.setup()
+        if self.already_finished:
+            self.log(f"{self.run_dir} already reached its {self.config.steps} steps; nothing to do")
+            return json.loads((self.run_dir / "summary.json").read_text())
+        from ..agents.sb3 import ALGORITHMS
+
+        cfg = self.config
+        start_steps = self.start_checkpoint.timesteps if self.start_checkpoint else 0
+        remaining = cfg.steps - start_steps
+        callback, metrics, cbs = self._callbacks()
+        ckpt = cbs[1]
+        t0 = time.perf_counter()
+        try:
+            if remaining > 0:
+                self.model.learn(
+                    total_timesteps=remaining,
+                    callback=callback,
+                    reset_num_timesteps=self.start_checkpoint is None,
+                    tb_log_name=ALGORITHMS[cfg.agent],
+                    progress_bar=False,
+                )
+        except KeyboardInterrupt:
+            if getattr(ckpt, "model", None) is not None and self.model.num_timesteps > start_steps:
+                path = ckpt.save()
+                self.log(f"interrupted: saved {path.name}; continue with 'robo-reward train --resume {self.run_dir}'")
+            raise
+        finally:
+            self.venv.close()
+        train_time = time.perf_counter() - t0
+        steps_done = int(self.model.num_timesteps)
+        total_train = (self.start_checkpoint.train_time_s if self.start_checkpoint else 0.0) + train_time
+
+        self.model.save(str(self.run_dir / "final_model.zip"))
+        _write_json(
+            self.run_dir / "final_model.json",
+            {"timesteps": steps_done, "train_time_s": round(total_train, 3), "segment": self.segment,
+             "episodes": metrics.episodes},
+        )
+        summary = self._finish(metrics, steps_done, steps_done - start_steps, train_time, total_train)
+        return summary
+
+    # ------------------------------------------------------------------ finishing
+    def _finish(
+        self, metrics: Any, steps_done: int, steps_this_segment: int, train_time: float, total_train: float
+    ) -> dict[str, Any]:
+        cfg = self.config
+        eval_seed = cfg.seed + EVAL_SEED_OFFSET
+        final_eval = None
+        if cfg.eval_episodes > 0:
+            self.log(f"evaluating {cfg.eval_episodes} deterministic episodes on {self.card.env_id} (env reward)")
+            final_eval = evaluate(self.model, self.card, cfg.eval_episodes, eval_seed, progress=self.progress)
+            final_eval.update({"run_dir": str(self.run_dir), "model_path": str(self.run_dir / "final_model.zip"),
+                               "model_timesteps": steps_done})
+            write_eval_json(final_eval, self.run_dir / "eval.json")
+        video: dict[str, Any] = {"video": None, "video_frames": None, "video_error": None}
+        if cfg.video:
+            try:
+                rec = record_video(
+                    self.model, self.card, self.run_dir / "videos" / "eval.mp4",
+                    seed=eval_seed, max_steps=cfg.video_max_steps,
+                )
+                video.update(video="videos/eval.mp4", video_frames=rec["frames"])
+            except Exception as exc:  # a failed render must not lose the run
+                video["video_error"] = f"{type(exc).__name__}: {exc}"
+                self.log(f"warning: could not record the evaluation video: {video['video_error']}")
+        eval_keys = ("episodes", "seed", "success_rate", "success_count", "success_ci", "return_mean", "return_std",
+                     "return_ci", "length_mean", "confidence", "final_success_rate", "final_success_ci")
+        summary = {
+            "task": cfg.task,
+            "env_id": self.card.env_id,
+            "agent": cfg.agent,
+            "reward": cfg.reward_spec,
+            "mode": cfg.mode,
+            "seed": cfg.seed,
+            "steps_target": cfg.steps,
+            "timesteps": steps_done,
+            "segments": self.segment + 1,
+            "train_time_s": round(total_train, 3),
+            "segment_train_time_s": round(train_time, 3),
+            "steps_per_s": round(steps_this_segment / train_time, 1) if train_time > 0 else None,
+            "wall_time_s": round(time.perf_counter() - self._t_start, 3),
+            "device": str(self.model.device),
+            "train": {k: v for k, v in metrics.stats().items()},
+            "final_eval": {k: final_eval[k] for k in eval_keys} if final_eval else None,
+            **video,
+            "library_version": cfg.library_version,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        _write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+
+def train(
+    config: RunConfig, *, progress: bool = True, callbacks: Sequence[Any] = (), log: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Train a new run from ``config``; return its summary (also in ``<run_dir>/summary.json``)."""
+    return Runner(config, progress=progress, callbacks=callbacks, log=log).setup().run()
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Continue a killed run from its latest checkpoint to the same step target; return its summary."""
+    return Runner(resume=run_dir, device=device, progress=progress, callbacks=callbacks, log=log).setup().run()
+
+
+__all__ = [
+    "Checkpoint",
+    "METRICS_WINDOW",
+    "Runner",
+    "build_vec_env",
+    "default_run_dir",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "resume",
+    "train",
+]
