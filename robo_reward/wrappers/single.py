@@ -54,6 +54,7 @@ class RewardWrapper(gym.Wrapper):
         super().__init__(env)
         self.plugin = build_plugin(reward, task)
         self.mix = resolve_mode(mode, alpha, weights)
+        self._replace = self.mix.plugin_weight == 1.0 and self.mix.env_weight == 0.0
         req = self.plugin.requires
         self._need_obs = "obs" in req
         self._need_action = "action" in req
@@ -83,22 +84,32 @@ class RewardWrapper(gym.Wrapper):
         obs, env_r, terminated, truncated, info = self.env.step(action)
         env_r = float(env_r)
         batch = TransitionBatch(
-            terminated=_TRUE1 if terminated else _FALSE1,
-            truncated=_TRUE1 if truncated else _FALSE1,
-            env_reward=np.array((env_r,), dtype=np.float32),
-            env_ids=_IDS1,
-            obs=batch1(self._last_obs) if self._need_obs else None,
-            action=batch1(np.asarray(action)) if self._need_action else None,
-            next_obs=batch1(obs) if self._need_next else None,
-            infos=(info,) if self._need_info else None,
-            frames=self._render() if self._need_frames else None,
+            _TRUE1 if terminated else _FALSE1,
+            _TRUE1 if truncated else _FALSE1,
+            np.array((env_r,), dtype=np.float32),
+            _IDS1,
+            batch1(self._last_obs) if self._need_obs else None,
+            batch1(np.asarray(action)) if self._need_action else None,
+            batch1(obs) if self._need_next else None,
+            (info,) if self._need_info else None,
+            self._render() if self._need_frames else None,
         )
         out = self.plugin.compute(batch)
-        r = _scalar_reward(out, self.plugin)
+        r = out.reward if out.__class__ is RewardOutput else None
+        if r is not None and r.__class__ is np.ndarray and r.shape == (1,) and not out.terms:
+            value = float(r[0])  # fast path: one reward, no terms
+            if not math.isfinite(value):
+                _scalar_reward(out, self.plugin)  # raises with the full message
+            info["reward_terms"] = {}
+        else:
+            value = _scalar_reward(out, self.plugin)
+            info["reward_terms"] = {k: float(v[0]) for k, v in out.terms.items()}
         info["env_reward"] = env_r
-        info["reward_terms"] = {k: float(v[0]) for k, v in out.terms.items()} if out.terms else {}
-        self._last_obs = obs
-        return obs, self.mix.combine_scalar(r, env_r), terminated, truncated, info  # type: ignore[return-value]
+        if self._need_obs:
+            self._last_obs = obs
+        if self._replace:
+            return obs, value, terminated, truncated, info
+        return obs, self.mix.combine_scalar(value, env_r), terminated, truncated, info  # type: ignore[return-value]
 
     def _render(self) -> np.ndarray:
         frame = self.env.render()
