@@ -48,6 +48,9 @@ def _register_subcommands() -> None:
         "robo_reward.agents.cli",
         "robo_reward.rewards.vlm.cli",
         "robo_reward.metrics.cli",
+        "robo_reward.rewards.code.cli",
+        "robo_reward.deploy.cli",
+        "robo_reward.bench.cli",
     ):
         try:
             mod = importlib.import_module(module)

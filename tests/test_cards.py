@@ -580,3 +580,15 @@ def test_importing_the_envs_package_imports_no_simulator():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_card_deploy_section_is_validated_and_read(tmp_path):
+    from robo_reward.deploy.safety import load_deploy_settings
+
+    good = _write(tmp_path, GOOD_CARD + "deploy:\n  rate_hz: 25\n  safety: {max_action_rate: 4.0}\n", "good.yaml")
+    card = load_card(good)
+    settings = load_deploy_settings(card)
+    assert settings.rate_hz == 25 and settings.safety.max_action_rate == 4.0
+    bad = _write(tmp_path, GOOD_CARD + "deploy:\n  safety: {max_speed: 4.0}\n", "bad.yaml")
+    with pytest.raises(TaskCardError, match="max_speed"):
+        load_card(bad)

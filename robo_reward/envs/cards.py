@@ -219,6 +219,8 @@ class TaskCard(BaseModel):
         vlm: goal/baseline prompts for VLM rewards (optional).
         observation: named slices of the observation (may be empty).
         description: free text for people and LLMs.
+        deploy: optional deployment settings (``rate_hz`` and ``safety``), validated by
+            :func:`robo_reward.deploy.safety.make_deploy_settings`.
     """
 
     model_config = _STRICT
@@ -234,8 +236,18 @@ class TaskCard(BaseModel):
     vlm: VLMSpec | None = None
     observation: list[ObsField] = Field(default_factory=list)
     description: str = ""
+    deploy: dict[str, Any] | None = None
 
     _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("deploy")
+    @classmethod
+    def _deploy_settings_valid(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            from ..deploy.safety import make_deploy_settings
+
+            make_deploy_settings(v, where=" in the task card")
+        return v
 
     @field_validator("name")
     @classmethod
