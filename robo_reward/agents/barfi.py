@@ -27,10 +27,16 @@ rollouts from a Gymnasium vector env (discounted returns-to-go computed in close
 so that they are differentiable in ``φ`` and ``γ_φ``). Both parts of the bilevel
 machinery, :func:`neumann_inverse_hvp` and :func:`implicit_hypergradient`, are
 independent of it and tested on quadratics against exact solutions.
+
+``robo-reward train --agent barfi`` trains it on a task card (hyperparameters from
+``agents/barfi.yaml``, :func:`load_preset`); the run's reward plugin supplies the
+auxiliary terms and the env's own reward is the primary one, e.g.
+``--reward "python:fn=robo_reward.rewards.examples:inverted_pendulum_upright"``.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import time
@@ -43,17 +49,26 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError
-from .ppo import MLP, _mean, _resolve_device
+from .ppo import MLP, _mean, _resolve_device, _restore_generator
 
 __all__ = [
+    "AGENT_NAMES",
     "BARFI",
     "BARFIConfig",
     "BlendedReward",
     "discounted_returns",
     "implicit_hypergradient",
     "neumann_inverse_hvp",
+    "load_preset",
+    "make_agent",
     "CHECKPOINT_FORMAT",
 ]
+
+#: Agent names this module builds (``robo-reward train --agent barfi``).
+AGENT_NAMES: tuple[str, ...] = ("barfi",)
+
+#: Finished episodes averaged in the metrics' ``*_return`` means.
+STATS_WINDOW = 100
 
 #: The ``format`` field of BARFI checkpoints.
 CHECKPOINT_FORMAT = "robo_reward.barfi/1"
@@ -345,42 +360,45 @@ class BARFI:
     """
 
     def __init__(self, env: Any, config: BARFIConfig | Mapping[str, Any] | None = None, *, seed: int = 0,
-                 device: str = "auto", metrics_hook: Callable[[dict[str, Any]], Any] | None = None, **overrides: Any):
+                 device: str = "auto", metrics_hook: Callable[[dict[str, Any]], Any] | None = None,
+                 observation_space: Any = None, action_space: Any = None, **overrides: Any):
         import gymnasium as gym
         from gymnasium import spaces
-        from gymnasium.vector import AutoresetMode
 
         cfg = BARFIConfig.from_dict(config.to_dict() if isinstance(config, BARFIConfig) else config, **overrides)
         self.config = cfg
-        if not isinstance(env, gym.vector.VectorEnv):
+        if env is not None and not isinstance(env, gym.vector.VectorEnv):
             raise ConfigError(f"BARFI needs a Gymnasium vector env, got {type(env).__name__}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-        self.seed = seed
+        self.seed = int(seed)
         self.device = _resolve_device(device)
         self.metrics_hook = metrics_hook
-        obs_space, act_space = env.single_observation_space, env.single_action_space
+        if env is not None:
+            obs_space, act_space = env.single_observation_space, env.single_action_space
+        elif observation_space is None or action_space is None or cfg.aux_terms is None:
+            raise ConfigError("BARFI(env=None) (a policy that only predicts) needs observation_space, action_space "
+                              "and aux_terms")
+        else:
+            obs_space, act_space = observation_space, action_space
         if not isinstance(obs_space, spaces.Box):
             raise ConfigError(f"BARFI supports Box observations, got {type(obs_space).__name__}")
         if isinstance(act_space, spaces.Discrete):
             self.continuous, self.action_dim = False, int(act_space.n)
+            self._action_start = int(act_space.start)
         elif isinstance(act_space, spaces.Box) and len(act_space.shape) == 1:
             self.continuous, self.action_dim = True, int(act_space.shape[0])
             self._low, self._high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
         else:
             raise ConfigError(f"BARFI supports Discrete and 1-D Box actions, got {act_space}")
-        raw = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
-        mode = raw if isinstance(raw, AutoresetMode) else AutoresetMode(raw)
-        if mode == AutoresetMode.DISABLED:
-            raise ConfigError("BARFI needs an env that resets itself: autoreset_mode NEXT_STEP or SAME_STEP")
-        self._same_step = mode == AutoresetMode.SAME_STEP
-        self.env = env
-        self.num_envs = env.num_envs
+        self.observation_space, self.action_space = obs_space, act_space
         self.obs_dim = int(np.prod(obs_space.shape))
-        self.aux_terms = self._find_aux_terms(env)
+        self.env: Any = None
+        self.num_envs = 0
+        self.aux_terms = self._find_aux_terms(env) if env is not None else list(cfg.aux_terms or [])
 
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(self.seed)
             self.policy = MLP(self.obs_dim, cfg.net_arch, self.action_dim, 1, "tanh", True, 0.01).to(self.device)
             self.log_std = nn.Parameter(torch.zeros(self.action_dim, device=self.device)) if self.continuous else None
             self.reward = BlendedReward(self.obs_dim, len(self.aux_terms), cfg.reward_arch, cfg.init_weights,
@@ -390,14 +408,49 @@ class BARFI:
         self.policy_opt = torch.optim.Adam(self.theta, lr=cfg.policy_lr)
         self.reward_opt = torch.optim.Adam(self.phi, lr=cfg.reward_lr)
         self._gen = torch.Generator(device=self.device)
-        self._gen.manual_seed(seed + 1)
+        self._gen.manual_seed(self.seed + 1)
         self.num_timesteps = 0
         self.n_rollouts = 0
+        self.episodes = 0
         self._obs: np.ndarray | None = None
+        self._finished: list[dict[str, Any]] = []
+        self._ep_returns: collections.deque[float] = collections.deque(maxlen=STATS_WINDOW)
+        self._ep_env_returns: collections.deque[float] = collections.deque(maxlen=STATS_WINDOW)
+        self._ep_primary: collections.deque[float] = collections.deque(maxlen=STATS_WINDOW)
+        self._ep_lengths: collections.deque[int] = collections.deque(maxlen=STATS_WINDOW)
+        self._ep_successes: collections.deque[float] = collections.deque(maxlen=STATS_WINDOW)
+        if env is not None:
+            self.set_env(env)
+
+    def set_env(self, env: Any) -> None:
+        """Train on ``env`` from now on (same spaces; its step info must carry the auxiliary terms).
+
+        The next :meth:`learn` resets it, seeded with ``seed + num_timesteps``.
+        """
+        import gymnasium as gym
+        from gymnasium.vector import AutoresetMode
+
+        if not isinstance(env, gym.vector.VectorEnv):
+            raise ConfigError(f"BARFI needs a Gymnasium vector env, got {type(env).__name__}")
+        if env.single_observation_space.shape != self.observation_space.shape:
+            raise ConfigError(f"env observations have shape {env.single_observation_space.shape}, the agent expects "
+                              f"{self.observation_space.shape}")
+        if type(env.single_action_space) is not type(self.action_space) or (
+            getattr(env.single_action_space, "shape", None) != getattr(self.action_space, "shape", None)
+        ):
+            raise ConfigError(f"env action space {env.single_action_space} does not match the agent's {self.action_space}")
+        raw = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+        mode = raw if isinstance(raw, AutoresetMode) else AutoresetMode(raw)
+        if mode == AutoresetMode.DISABLED:
+            raise ConfigError("BARFI needs an env that resets itself: autoreset_mode NEXT_STEP or SAME_STEP")
+        self._same_step = mode == AutoresetMode.SAME_STEP
+        self.env = env
+        self.num_envs = int(env.num_envs)
+        self._obs = None
         self._prev_done = np.zeros(self.num_envs, dtype=bool)
-        self._run = np.zeros((2, self.num_envs))
-        self._returns: list[float] = []
-        self._primary_returns: list[float] = []
+        self._run = np.zeros((3, self.num_envs))  # step reward, primary reward, env reward
+        self._run_len = np.zeros(self.num_envs, dtype=np.int64)
+        self._run_succ = np.zeros(self.num_envs, dtype=bool)
 
     # ------------------------------------------------------------------ helpers
     def _find_aux_terms(self, env: Any) -> list[str]:
@@ -456,6 +509,8 @@ class BARFI:
             self._obs = np.asarray(obs, np.float32).reshape(N, -1)
             self._prev_done[:] = False
             self._run[:] = 0.0
+            self._run_len[:] = 0
+            self._run_succ[:] = False
         with torch.no_grad():
             for t in range(T):
                 obs_b[t] = self._obs
@@ -467,7 +522,8 @@ class BARFI:
                     env_a = np.clip(act_b[t], self._low, self._high)
                 else:
                     a = torch.multinomial(torch.softmax(out, -1), 1, generator=self._gen).squeeze(-1)
-                    act_b[t] = env_a = a.cpu().numpy()
+                    act_b[t] = a.cpu().numpy()
+                    env_a = act_b[t] + self._action_start if self._action_start else act_b[t]
                 obs, reward, term, trunc, infos = self.env.step(env_a)
                 valid = np.ones(N, bool) if self._same_step else ~self._prev_done
                 done = np.asarray(term, bool) | np.asarray(trunc, bool)
@@ -477,10 +533,30 @@ class BARFI:
                 done_b[t], valid_b[t] = done, valid
                 self._run[0] += np.asarray(reward, np.float64) * valid
                 self._run[1] += rp_b[t] * valid
+                env_r = infos.get("env_reward")
+                if env_r is not None:
+                    self._run[2] += np.asarray(env_r, np.float64) * valid
+                self._run_len += valid
+                succ = infos.get("is_success")
+                if succ is not None:
+                    self._run_succ |= (np.asarray(succ, dtype=bool) & np.asarray(infos.get("_is_success", True), bool)
+                                       & valid)
+                if done.any():
+                    fin = infos.get("final_info") if self._same_step else None
+                    if fin and "is_success" in fin:
+                        self._run_succ |= (np.asarray(fin["is_success"], dtype=bool)
+                                           & np.asarray(fin.get("_is_success", True), dtype=bool) & done)
                 for i in np.flatnonzero(done):
-                    self._returns.append(float(self._run[0, i]))
-                    self._primary_returns.append(float(self._run[1, i]))
+                    self._finished.append({
+                        "return": float(self._run[0, i]),
+                        "primary_return": float(self._run[1, i]),
+                        "env_return": float(self._run[2, i]) if env_r is not None else None,
+                        "length": int(self._run_len[i]),
+                        "success": bool(self._run_succ[i]),
+                    })
                     self._run[:, i] = 0.0
+                    self._run_len[i] = 0
+                    self._run_succ[i] = False
                 if not self._same_step:
                     self._prev_done = done
                 self._obs = np.asarray(obs, np.float32).reshape(N, -1)
@@ -546,28 +622,57 @@ class BARFI:
         return float(loss.detach())
 
     # ------------------------------------------------------------------ public API
-    def learn(self, total_timesteps: int, progress_bar: bool = True) -> "BARFI":
+    def learn(
+        self,
+        total_timesteps: int,
+        progress_bar: bool = True,
+        *,
+        reset_num_timesteps: bool = True,
+        metrics_hook: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> "BARFI":
         """Alternate rollouts, outer (reward) steps and inner (policy) steps for ``total_timesteps`` env steps.
 
-        The metrics hook receives ``timesteps``, ``return`` (mean over the rollout's
-        finished episodes, of the step reward), ``primary_return``, ``gamma_phi``,
-        ``phi_mean`` (``[φ₁, φ₂, φ₃…]`` averaged over the rollout's states), ``inner_loss``,
-        ``hypergradient_norm`` and ``fps``.
+        ``reset_num_timesteps=False`` continues the step counter (a resumed run learning
+        its remaining steps). After every rollout the metrics hook (``metrics_hook`` here,
+        else the constructor's) receives ``timesteps``, ``rollouts``, ``fps``, ``time_s``,
+        the episodes that ended in the rollout (``episodes``: ``{"return", "primary_return",
+        "env_return", "length", "success"}``; ``return`` is of the env's step reward, i.e.
+        the reward wrapper's output, which BARFI does not learn from directly),
+        ``return`` and ``primary_return`` (means over those episodes), means over the last
+        100 episodes (``learned_return``, ``env_return``, ``primary_return_mean``,
+        ``success_rate``, ``ep_length``), ``episodes_total``, ``gamma_phi``, ``phi_mean``
+        (``[φ₁, φ₂, φ₃…]`` averaged over the rollout's states), ``inner_loss`` and
+        ``hypergradient_norm``. Returning ``False`` from the hook stops training.
         """
-        if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 0:
+        if self.env is None:
+            raise ConfigError("this BARFI has no env: pass one to BARFI(...) / BARFI.load(..., env=...) or call set_env()")
+        if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, (int, np.integer)) or total_timesteps < 0:
             raise ConfigError(f"total_timesteps must be an integer >= 0, got {total_timesteps!r}")
-        target = self.num_timesteps + total_timesteps
+        hook = metrics_hook or self.metrics_hook
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+            self.n_rollouts = 0
+        target = self.num_timesteps + int(total_timesteps)
         start, t0 = self.num_timesteps, time.perf_counter()
         bar = None
         if progress_bar:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total_timesteps, unit="step", desc="barfi")
+            bar = tqdm(total=int(total_timesteps), unit="step", desc="barfi")
         try:
             while self.num_timesteps < target:
                 before = self.num_timesteps
-                n_ep = len(self._returns)
+                self._finished = []
                 batch = self._collect()
+                finished = self._finished
+                for ep in finished:
+                    self._ep_returns.append(ep["return"])
+                    self._ep_primary.append(ep["primary_return"])
+                    if ep["env_return"] is not None:
+                        self._ep_env_returns.append(ep["env_return"])
+                    self._ep_lengths.append(ep["length"])
+                    self._ep_successes.append(float(ep["success"]))
+                self.episodes += len(finished)
                 self.n_rollouts += 1
                 outer = {}
                 if self.n_rollouts % self.config.outer_every == 0:
@@ -581,17 +686,25 @@ class BARFI:
                 metrics = {
                     "timesteps": self.num_timesteps,
                     "rollouts": self.n_rollouts,
-                    "return": _mean(self._returns[n_ep:]),
-                    "primary_return": _mean(self._primary_returns[n_ep:]),
+                    "episodes": finished,
+                    "episodes_total": self.episodes,
+                    "return": _mean([e["return"] for e in finished]),
+                    "primary_return": _mean([e["primary_return"] for e in finished]),
+                    "learned_return": _mean(self._ep_returns),
+                    "env_return": _mean(self._ep_env_returns),
+                    "primary_return_mean": _mean(self._ep_primary),
+                    "success_rate": _mean(self._ep_successes),
+                    "ep_length": _mean(self._ep_lengths),
                     "gamma_phi": float(self.reward.gamma.detach()),
                     "phi_mean": phi_mean.cpu().tolist(),
                     "inner_loss": loss,
                     "fps": (self.num_timesteps - start) / elapsed if elapsed > 0 else None,
+                    "time_s": elapsed,
                     **outer,
                 }
                 if bar is not None:
                     bar.update(min(self.num_timesteps, target) - min(before, target))
-                if self.metrics_hook is not None and self.metrics_hook(metrics) is False:
+                if hook is not None and hook(metrics) is False:
                     break
         finally:
             if bar is not None:
@@ -602,7 +715,7 @@ class BARFI:
                 ) -> tuple[np.ndarray, None]:
         """Actions for one observation or a batch; ``(action, None)`` like Stable-Baselines3."""
         x = np.asarray(obs, np.float32)
-        single = x.ndim == 1
+        single = x.shape == tuple(self.observation_space.shape)
         xt = torch.from_numpy(x.reshape(-1, self.obs_dim)).to(self.device)
         with torch.no_grad():
             out = self.policy(xt)
@@ -612,34 +725,56 @@ class BARFI:
                 act = np.clip(a.cpu().numpy(), self._low, self._high)
             else:
                 act = (out.argmax(-1) if deterministic else torch.multinomial(torch.softmax(out, -1), 1)[:, 0]).cpu().numpy()
+                if self._action_start:
+                    act = act + self._action_start
         return (act[0] if single else act), None
 
     def save(self, path: str | Path) -> Path:
-        """Write a checkpoint (config, networks, optimizers, RNG, counters)."""
+        """Write a checkpoint (config, spaces, networks, optimizers, RNG, counters), atomically."""
+        from .ppo import _space_to_dict
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
         torch.save({
             "format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "seed": self.seed,
-            "aux_terms": self.aux_terms, "policy": self.policy.state_dict(),
+            "aux_terms": self.aux_terms,
+            "observation_space": _space_to_dict(self.observation_space),
+            "action_space": _space_to_dict(self.action_space),
+            "policy": self.policy.state_dict(),
             "log_std": self.log_std.detach().cpu() if self.log_std is not None else None,
             "reward": self.reward.state_dict(), "policy_opt": self.policy_opt.state_dict(),
             "reward_opt": self.reward_opt.state_dict(), "rng": self._gen.get_state(),
-            "num_timesteps": self.num_timesteps, "n_rollouts": self.n_rollouts,
-        }, path)
+            "rng_device": self._gen.device.type,
+            "num_timesteps": self.num_timesteps, "n_rollouts": self.n_rollouts, "episodes": self.episodes,
+        }, tmp)
+        tmp.replace(path)
         return path
 
     @classmethod
-    def load(cls, path: str | Path, env: Any, *, device: str = "auto") -> "BARFI":
-        """Load a checkpoint written by :meth:`save` onto ``env`` (reset at the next :meth:`learn`)."""
+    def load(cls, path: str | Path, env: Any = None, *, device: str = "auto",
+             metrics_hook: Callable[[dict[str, Any]], Any] | None = None) -> "BARFI":
+        """Load a checkpoint written by :meth:`save`, onto ``env`` (reset at the next :meth:`learn`) or, with
+        ``env=None``, as a policy that only predicts."""
+        from .ppo import _space_from_dict
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"no BARFI checkpoint at {path}")
         try:
-            state = torch.load(Path(path), map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ConfigError(f"{path} is not a readable BARFI checkpoint: {exc}") from exc
         if not isinstance(state, Mapping) or state.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(f"{path} is not a robo_reward BARFI checkpoint")
         cfg = dict(state["config"])
         cfg["aux_terms"] = state["aux_terms"]
-        agent = cls(env, cfg, seed=int(state["seed"]), device=device)
+        spaces_given = "observation_space" in state
+        if env is None and not spaces_given:
+            raise ConfigError(f"{path} predates stored spaces: load it with env=")
+        agent = cls(env, cfg, seed=int(state["seed"]), device=device, metrics_hook=metrics_hook,
+                    observation_space=_space_from_dict(state["observation_space"]) if spaces_given else None,
+                    action_space=_space_from_dict(state["action_space"]) if spaces_given else None)
         agent.policy.load_state_dict(state["policy"])
         if agent.log_std is not None:
             with torch.no_grad():
@@ -647,6 +782,53 @@ class BARFI:
         agent.reward.load_state_dict(state["reward"])
         agent.policy_opt.load_state_dict(state["policy_opt"])
         agent.reward_opt.load_state_dict(state["reward_opt"])
-        agent._gen.set_state(state["rng"])
         agent.num_timesteps, agent.n_rollouts = int(state["num_timesteps"]), int(state["n_rollouts"])
+        _restore_generator(agent._gen, state["rng"], state.get("rng_device"), agent.seed + 1 + agent.num_timesteps)
+        agent.episodes = int(state.get("episodes", 0))
         return agent
+
+
+# --------------------------------------------------------------------------- presets
+def load_preset(family: str | None = None, overrides: Mapping[str, Any] | None = None,
+                agent: str = "barfi") -> dict[str, Any]:
+    """Hyperparameters from ``agents/barfi.yaml``: ``default`` ← ``<family>`` ← ``overrides``.
+
+    Lists (``net_arch``, ``reward_arch``, ``init_weights``, ``aux_terms``) are replaced,
+    not merged. The result is validated (:class:`ConfigError` on a bad key or value) and
+    returned as a plain dict.
+    """
+    import yaml
+
+    from ..paths import data_dir
+
+    if agent not in AGENT_NAMES:
+        raise ConfigError(f"unknown built-in agent {agent!r}; valid: {', '.join(AGENT_NAMES)}")
+    path = data_dir("agents") / "barfi.yaml"
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the BARFI preset {path}: {exc}") from exc
+    params: dict[str, Any] = dict(data.get("default") or {})
+    if family and isinstance(data.get(family), Mapping):
+        params.update(data[family])
+    if overrides:
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"agent overrides must be a mapping, got {type(overrides).__name__}")
+        params.update(overrides)
+    BARFIConfig.from_dict(params, where=f"{path.name} (family {family!r}) + overrides")
+    return params
+
+
+def make_agent(
+    agent: str,
+    env: Any,
+    *,
+    family: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    metrics_hook: Callable[[dict[str, Any]], Any] | None = None,
+) -> BARFI:
+    """Build ``barfi`` on ``env`` from the shipped preset (see :func:`load_preset`)."""
+    params = load_preset(family, overrides, agent)
+    return BARFI(env, params, seed=0 if seed is None else int(seed), device=device, metrics_hook=metrics_hook)

@@ -5,6 +5,9 @@ Examples::
     robo-reward train --config assets/runs/quickstart.yaml
     robo-reward train --task mujoco-reacher-v5 --agent sac --steps 50000 \\
         --reward "python:fn=robo_reward.rewards.examples:reacher_distance" --out runs/reacher
+    robo-reward train --task mujoco-inverted-pendulum-v5 --agent ppo-multicritic \
+        --reward "python:fn=robo_reward.rewards.examples:inverted_pendulum_upright" \
+        --hp "term_weights={upright: 1.0, centered: 0.5}"   # built-in PPO, one critic per reward term
     robo-reward train --resume runs/reacher          # after a kill: continue from the last checkpoint
     robo-reward eval runs/reacher --episodes 50      # writes runs/reacher/eval.json
 """
@@ -101,7 +104,10 @@ def register(app: typer.Typer) -> None:
         ),
         mode: Optional[str] = typer.Option(None, "--mode", help="replace | add | blend | weighted."),
         alpha: Optional[float] = typer.Option(None, "--alpha", help="Plugin weight in blend mode."),
-        agent: Optional[str] = typer.Option(None, "--agent", "-a", help="ppo | sac | td3."),
+        agent: Optional[str] = typer.Option(
+            None, "--agent", "-a",
+            help="ppo | sac | td3 (Stable-Baselines3), ppo-native | ppo-multicritic | barfi (built-in).",
+        ),
         steps: Optional[int] = typer.Option(None, "--steps", "-n", help="Total environment steps."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed of everything (recorded)."),
         n_envs: Optional[int] = typer.Option(None, "--n-envs", help="Number of sub-environments."),

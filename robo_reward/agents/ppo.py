@@ -75,8 +75,9 @@ __all__ = [
     "CHECKPOINT_FORMAT",
 ]
 
-#: Agent names this module builds (``robo-reward train --agent ...``).
-AGENT_NAMES: tuple[str, ...] = ("ppo", "ppo-multicritic")
+#: Agent names this module builds. ``ppo-native`` (what ``robo-reward train --agent`` calls
+#: it, since ``ppo`` there is Stable-Baselines3's) and ``ppo`` are the same single-critic PPO.
+AGENT_NAMES: tuple[str, ...] = ("ppo", "ppo-native", "ppo-multicritic")
 
 #: The ``format`` field written into every checkpoint.
 CHECKPOINT_FORMAT = "robo_reward.ppo/1"
@@ -640,6 +641,19 @@ def _space_from_dict(d: Mapping[str, Any]) -> Any:
         dtype = np.dtype(d["dtype"])
         return spaces.Box(np.asarray(d["low"]).astype(dtype), np.asarray(d["high"]).astype(dtype), dtype=dtype)
     return spaces.Discrete(int(d["n"]), start=int(d["start"]))
+
+
+def _restore_generator(gen: torch.Generator, rng_state: torch.Tensor, saved_device: str | None, reseed: int) -> None:
+    """Restore ``gen`` from a checkpoint, or reseed it with ``reseed`` when the checkpoint's generator was on
+    another device type (a CUDA run loaded on the CPU, say: their states are not interchangeable, and the
+    sampling stream only matters for continuing training exactly on the same kind of device)."""
+    if saved_device is not None and saved_device != gen.device.type:
+        gen.manual_seed(reseed)
+        return
+    try:
+        gen.set_state(rng_state)
+    except RuntimeError:  # an older checkpoint without the device tag, from another device type
+        gen.manual_seed(reseed)
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -1328,7 +1342,8 @@ class PPO:
             "optimizer": self.optimizer.state_dict(),
             "obs_rms": self.obs_rms.state_dict(),
             "ret_rms": self.ret_rms.state_dict(),
-            "rng": {"sample": self._gen.get_state(), "perm": self._perm_gen.get_state()},
+            "rng": {"sample": self._gen.get_state(), "perm": self._perm_gen.get_state(),
+                    "sample_device": self._gen.device.type},
             "num_timesteps": int(self.num_timesteps),
             "n_updates": int(self.n_updates),
             "episodes": int(self.episodes),
@@ -1367,9 +1382,10 @@ class PPO:
         self.ret_rms.load_state_dict(state["ret_rms"])
         self._obs_inv_std = 1.0 / np.sqrt(self.obs_rms.var + self.config.norm_eps)
         self._ret_inv_std = 1.0 / np.sqrt(self.ret_rms.var + self.config.norm_eps)
-        self._gen.set_state(state["rng"]["sample"])
-        self._perm_gen.set_state(state["rng"]["perm"])
         self.num_timesteps = int(state["num_timesteps"])
+        _restore_generator(self._gen, state["rng"]["sample"], state["rng"].get("sample_device"),
+                           self.seed + 1 + self.num_timesteps)
+        self._perm_gen.set_state(state["rng"]["perm"])
         self.n_updates = int(state["n_updates"])
         self.episodes = int(state.get("episodes", 0))
         es = state.get("episode_stats") or {}
@@ -1482,6 +1498,6 @@ def make_agent(
     device: str = "auto",
     metrics_hook: Callable[[dict[str, Any]], Any] | None = None,
 ) -> PPO:
-    """Build ``ppo`` or ``ppo-multicritic`` on ``env`` from the shipped preset (see :func:`load_preset`)."""
+    """Build ``ppo``/``ppo-native`` or ``ppo-multicritic`` on ``env`` from the shipped preset (see :func:`load_preset`)."""
     params = load_preset(family, overrides, agent)
     return PPO(env, params, seed=seed, device=device, metrics_hook=metrics_hook)

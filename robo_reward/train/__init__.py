@@ -21,6 +21,8 @@ from .evaluate import evaluate, record_video, summarize_episodes, t_interval, wi
 
 _LAZY = {
     "Runner": "runner",
+    "NativeRunLog": "native",
+    "NATIVE_AGENTS": "native",
     "train": "runner",
     "resume": "runner",
     "latest_checkpoint": "runner",

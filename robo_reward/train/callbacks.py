@@ -9,31 +9,26 @@ number of sub-environments. They read what the reward wrapper puts in each step'
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from ..core.errors import RoboRewardError
+from .records import append_jsonl
+from .records import finite_or_none as _finite_or_none
+from .records import mean_or_none as _mean
 
-
-def _mean(values: Sequence[float]) -> float | None:
-    return float(np.mean(values)) if len(values) else None
-
-
-def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one JSON line to ``path`` and flush it to disk (survives a kill right after)."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, allow_nan=False) + "\n")
-        fh.flush()
-
-
-def _finite_or_none(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
+__all__ = [
+    "CheckpointCallback",
+    "EpisodeMetricsCallback",
+    "PeriodicEvalCallback",
+    "ProgressBarCallback",
+    "append_jsonl",
+]
 
 
 class EpisodeMetricsCallback(BaseCallback):

@@ -12,6 +12,11 @@ Example ``run.yaml``::
     steps: 60000
     seed: 0
     agent_overrides: {n_steps: 512}
+
+The built-in multi-critic PPO takes its critics and their weights from the overrides::
+
+    agent: ppo-multicritic
+    agent_overrides: {critic_terms: [upright, centered], term_weights: {upright: 1.0, centered: 0.5}}
 """
 
 from __future__ import annotations
@@ -41,12 +46,17 @@ class RunConfig(BaseModel):
             ``weighted`` (``weights[0]*plugin + weights[1]*env``).
         alpha: plugin weight in ``blend`` mode (default 0.5); only valid with ``blend``.
         weights: ``[plugin_weight, env_weight]``; only valid (and required) with ``weighted``.
-        agent: ``ppo``, ``sac`` or ``td3`` (presets in ``agents/<agent>.yaml``).
+        agent: ``ppo``, ``sac`` or ``td3`` (Stable-Baselines3; presets in ``agents/<agent>.yaml``),
+            or a built-in agent: ``ppo-native`` (robo_reward's PPO, one critic),
+            ``ppo-multicritic`` (one critic per reward term, SLIM; presets in
+            ``agents/ppo-native.yaml``) or ``barfi`` (bilevel blending of the env reward
+            with the plugin's terms; ``agents/barfi.yaml``).
         agent_overrides: hyperparameters merged over the preset (``overrides`` also accepted).
         steps: total environment steps to train for (across all sub-envs; PPO rounds up
             to whole rollouts).
         seed: the seed of everything (sub-env ``i`` is seeded ``seed + i``).
-        n_envs: number of sub-environments in the ``DummyVecEnv``.
+        n_envs: number of sub-environments (an SB3 ``DummyVecEnv``, or a Gymnasium
+            ``SyncVectorEnv`` for the built-in agents).
         device: ``auto``, ``cpu`` or ``cuda``.
         torch_threads: ``torch.set_num_threads`` for the run. ``None``: 1 when training on
             the CPU (the small MLP policies of state-based tasks train fastest on one
@@ -70,7 +80,7 @@ class RunConfig(BaseModel):
     mode: Literal["replace", "add", "blend", "weighted"] = "replace"
     alpha: float | None = Field(None, ge=0.0, le=1.0)
     weights: list[float] | None = None
-    agent: Literal["ppo", "sac", "td3"] = "ppo"
+    agent: Literal["ppo", "sac", "td3", "ppo-native", "ppo-multicritic", "barfi"] = "ppo"
     agent_overrides: dict[str, Any] = Field(
         default_factory=dict, validation_alias=AliasChoices("agent_overrides", "overrides")
     )

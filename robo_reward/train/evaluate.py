@@ -128,8 +128,10 @@ def _load_card(task: Any) -> Any:
     return task if hasattr(task, "env_id") else load_card(task)
 
 
-def _final_model_path(run_dir: Path) -> tuple[Path, int | None]:
-    final = run_dir / "final_model.zip"
+def _final_model_path(run_dir: Path, agent: str = "ppo") -> tuple[Path, int | None]:
+    from .native import model_suffix
+
+    final = run_dir / f"final_model{model_suffix(agent)}"
     if final.is_file():
         meta = run_dir / "final_model.json"
         steps = json.loads(meta.read_text()).get("timesteps") if meta.is_file() else None
@@ -138,7 +140,7 @@ def _final_model_path(run_dir: Path) -> tuple[Path, int | None]:
 
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
-        raise ConfigError(f"{run_dir} has no final_model.zip and no checkpoint to evaluate")
+        raise ConfigError(f"{run_dir} has no {final.name} and no checkpoint to evaluate")
     return ckpt.model, ckpt.timesteps
 
 
@@ -147,10 +149,13 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[
 
     Returns ``(model, config, info)``: ``config`` is the run's ``config.yaml`` as a dict
     (read as is, so a run whose reward plugin is no longer installed can still be
-    evaluated), ``info`` names the model file and its step count.
+    evaluated), ``info`` names the model file and its step count. SB3 agents load as
+    SB3 models, built-in ones (``ppo-native``, ``ppo-multicritic``, ``barfi``) as
+    :class:`~robo_reward.agents.ppo.PPO` / :class:`~robo_reward.agents.barfi.BARFI`
+    (both have SB3's ``predict``).
     """
-    from ..agents.sb3 import load_model
     from .config import read_yaml_mapping
+    from .native import is_native, load_native_agent
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -159,8 +164,13 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[
     for key in ("task", "agent"):
         if not cfg.get(key):
             raise ConfigError(f"{run_dir / 'config.yaml'} has no {key!r}")
-    path, steps = _final_model_path(run_dir)
-    model = load_model(cfg["agent"], path, device=device)
+    path, steps = _final_model_path(run_dir, cfg["agent"])
+    if is_native(cfg["agent"]):
+        model = load_native_agent(cfg["agent"], path, device=device)
+    else:
+        from ..agents.sb3 import load_model
+
+        model = load_model(cfg["agent"], path, device=device)
     return model, cfg, {"model_path": str(path), "model_timesteps": steps}
 
 
@@ -216,7 +226,7 @@ def evaluate(
 
     Args:
         source: a run folder (its final model, or latest checkpoint, is loaded and its
-            ``config.yaml`` gives the task) or an SB3 model.
+            ``config.yaml`` gives the task) or a model with SB3's ``predict`` (SB3, built-in PPO or BARFI).
         task: task-card name or card; required when ``source`` is a model, optional
             (defaults to the run's task) for a run folder.
         episodes: number of episodes.

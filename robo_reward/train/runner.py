@@ -1,6 +1,9 @@
-"""Train an SB3 agent on a task card with a reward plugin, and keep everything in a run folder.
+"""Train an agent on a task card with a reward plugin, and keep everything in a run folder.
 
-A run folder holds::
+The agent is a Stable-Baselines3 one (``ppo``, ``sac``, ``td3``) or a built-in one
+(``ppo-native``, ``ppo-multicritic``, ``barfi``; see :mod:`robo_reward.train.native`).
+Both write the same run folder; built-in agents' model files end in ``.pt``
+instead of ``.zip`` and they have no replay buffer. A run folder holds::
 
     config.yaml          the resolved run config (seed, library version, hyperparameters, ...)
     segments.json        one entry per start of the process (the first run, then each resume)
@@ -8,8 +11,8 @@ A run folder holds::
     metrics.jsonl        one line per log interval: learned-reward return, env-reward
                          (ground-truth) return and success rate, side by side
     evals.jsonl          periodic evaluations (when eval_freq > 0)
-    checkpoints/         step_<N>.zip, step_<N>.json, step_<N>_replay_buffer.pkl (off-policy)
-    final_model.zip      the trained model (+ final_model.json with its step count)
+    checkpoints/         step_<N>.zip (.pt), step_<N>.json, step_<N>_replay_buffer.pkl (off-policy)
+    final_model.zip      the trained model (.pt for built-in agents; + final_model.json with its step count)
     eval.json            the final evaluation (success rate, GT return, 95 % intervals)
     videos/eval.mp4      one deterministic evaluation episode
     summary.json         steps, wall time, steps/s, final evaluation, video status
@@ -33,6 +36,7 @@ from typing import Any, Callable, Sequence
 from ..core.errors import ConfigError
 from .config import RunConfig, load_run_config, write_run_config
 from .evaluate import EVAL_SEED_OFFSET, evaluate, record_video, write_eval_json
+from .native import NATIVE_SUFFIX, is_native, model_suffix
 
 METRICS_WINDOW = 20
 """Episodes averaged in each ``metrics.jsonl`` line and in the summary's training stats."""
@@ -86,8 +90,9 @@ def latest_checkpoint(run_dir: str | Path) -> Checkpoint | None:
 
 def _final_checkpoint(run_dir: Path) -> Checkpoint | None:
     meta_path = run_dir / "final_model.json"
-    model = run_dir / "final_model.zip"
-    if not (meta_path.is_file() and model.is_file()):
+    models = [run_dir / f"final_model{suffix}" for suffix in (".zip", NATIVE_SUFFIX)]
+    model = next((m for m in models if m.is_file()), None)
+    if model is None or not meta_path.is_file():
         return None
     meta = json.loads(meta_path.read_text())
     return Checkpoint(meta_path, model, None, int(meta["timesteps"]), float(meta.get("train_time_s") or 0.0),
@@ -209,11 +214,11 @@ class Runner:
     # ------------------------------------------------------------------ setup
     def setup(self) -> "Runner":
         """Build the card, reward plugin, training env and model; write ``config.yaml`` for a new run."""
-        from ..agents.sb3 import OFF_POLICY, algorithm_class, load_preset, make_model
         from ..core.registry import make_reward
         from ..envs import load_card
 
         cfg = self.config
+        native = is_native(cfg.agent)
         import torch
 
         if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -224,8 +229,15 @@ class Runner:
             torch.set_num_threads(threads)
         self.card = load_card(cfg.task)
         self.plugin = make_reward(cfg.reward_spec, task=self.card)
-        self.hyperparameters = load_preset(cfg.agent, self.card.family, cfg.agent_overrides)
-        if cfg.agent in OFF_POLICY and "buffer_size" in self.hyperparameters:
+        if native:
+            from .native import native_preset
+
+            self.hyperparameters = native_preset(cfg.agent, self.card.family, cfg.agent_overrides, cfg.torch_threads)
+        else:
+            from ..agents.sb3 import load_preset
+
+            self.hyperparameters = load_preset(cfg.agent, self.card.family, cfg.agent_overrides)
+        if not native and cfg.agent in ("sac", "td3") and "buffer_size" in self.hyperparameters:
             # a buffer larger than the run never fills; capping it saves memory and checkpoint size
             self.hyperparameters["buffer_size"] = int(min(self.hyperparameters["buffer_size"], max(cfg.steps, 1)))
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -264,6 +276,40 @@ class Runner:
 
         if self.already_finished:
             return self
+        if native:
+            self._setup_native(start, seed)
+        else:
+            self._setup_sb3(start, seed, tb)
+        segments.append(
+            {
+                "segment": self.segment,
+                "start_timesteps": start_steps,
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "resumed_from": start.json_path.name if start else None,
+                "device": str(self.model.device),
+                "env_seed": seed,
+            }
+        )
+        _write_json(self.run_dir / "segments.json", segments)
+        return self
+
+    def _setup_native(self, start: Checkpoint | None, seed: int) -> None:
+        from .native import build_gym_vec_env, load_native_agent, make_native_agent
+
+        cfg = self.config
+        self.venv = build_gym_vec_env(self.card, self.plugin, cfg, seed)
+        if start is None:
+            self.model = make_native_agent(cfg.agent, self.venv, family=self.card.family,
+                                           hyperparameters=self.hyperparameters, seed=cfg.seed, device=cfg.device)
+        else:
+            self.log(f"resuming {self.run_dir} from step {start.timesteps} ({start.model.name})")
+            # the env is reset at the next learn(), seeded with seed + the checkpoint's step count
+            self.model = load_native_agent(cfg.agent, start.model, env=self.venv, device=cfg.device)
+
+    def _setup_sb3(self, start: Checkpoint | None, seed: int, tb: Path | None) -> None:
+        from ..agents.sb3 import algorithm_class, make_model
+
+        cfg = self.config
         self.venv = build_vec_env(self.card, self.plugin, cfg, seed)
         if start is None:
             self.model = make_model(
@@ -284,18 +330,6 @@ class Runner:
             if start.replay_buffer is not None and start.replay_buffer.is_file():
                 self.model.load_replay_buffer(str(start.replay_buffer))
             self.model.set_random_seed(seed)
-        segments.append(
-            {
-                "segment": self.segment,
-                "start_timesteps": start_steps,
-                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "resumed_from": start.json_path.name if start else None,
-                "device": str(self.model.device),
-                "env_seed": seed,
-            }
-        )
-        _write_json(self.run_dir / "segments.json", segments)
-        return self
 
     def _read_segments(self) -> list[dict[str, Any]]:
         path = self.run_dir / "segments.json"
@@ -361,6 +395,8 @@ class Runner:
         if self.already_finished:
             self.log(f"{self.run_dir} already reached its {self.config.steps} steps; nothing to do")
             return json.loads((self.run_dir / "summary.json").read_text())
+        if is_native(self.config.agent):
+            return self._run_native()
         from ..agents.sb3 import ALGORITHMS
 
         cfg = self.config
@@ -398,6 +434,63 @@ class Runner:
         summary = self._finish(metrics, steps_done, steps_done - start_steps, train_time, total_train)
         return summary
 
+    def _run_native(self) -> dict[str, Any]:
+        """``run()`` for a built-in agent: ``learn`` with :class:`~robo_reward.train.native.NativeRunLog` as its hook."""
+        from .native import NativeRunLog
+
+        cfg = self.config
+        start = self.start_checkpoint
+        start_steps = start.timesteps if start else 0
+        remaining = cfg.steps - start_steps
+        for cb in self.extra_callbacks:
+            if not callable(cb) or hasattr(cb, "init_callback"):
+                raise ConfigError(
+                    f"a built-in agent ({cfg.agent}) takes plain functions of the per-update metrics dict as "
+                    f"callbacks, not {type(cb).__name__} (SB3 callbacks only work with ppo, sac and td3)"
+                )
+        eval_fn = None
+        if cfg.eval_freq > 0 and cfg.eval_episodes > 0:
+            eval_seed = cfg.seed + EVAL_SEED_OFFSET
+            eval_fn = lambda m: evaluate(m, self.card, cfg.eval_episodes, eval_seed)  # noqa: E731
+        runlog = NativeRunLog(
+            self.run_dir, self.model, cfg.agent, cfg.steps,
+            log_freq=cfg.log_freq, checkpoint_freq=cfg.checkpoint_freq, window=METRICS_WINDOW,
+            segment=self.segment, start_timesteps=start_steps,
+            wall_time_offset=start.train_time_s if start else 0.0,
+            start_episodes=start.episodes if start else 0,
+            tensorboard_dir=self._tensorboard_dir(), evaluate_fn=eval_fn, eval_freq=cfg.eval_freq,
+            progress=self.progress, hooks=self.extra_callbacks,
+        )
+        t0 = time.perf_counter()
+        completed = False
+        try:
+            if remaining > 0:
+                runlog.start()
+                self.model.learn(remaining, progress_bar=False, reset_num_timesteps=start is None,
+                                 metrics_hook=runlog)
+            completed = True
+        except KeyboardInterrupt:
+            if self.model.num_timesteps > max(start_steps, runlog.last_checkpoint_steps):
+                path = runlog.save_checkpoint()
+                self.log(f"interrupted: saved {path.name}; continue with 'robo-reward train --resume {self.run_dir}'")
+            raise
+        finally:
+            if not completed:
+                runlog.close()
+            self.venv.close()
+        runlog.finish()
+        train_time = time.perf_counter() - t0
+        steps_done = int(self.model.num_timesteps)
+        total_train = (start.train_time_s if start else 0.0) + train_time
+        final = self.run_dir / f"final_model{model_suffix(cfg.agent)}"
+        self.model.save(final)
+        _write_json(
+            self.run_dir / "final_model.json",
+            {"timesteps": steps_done, "train_time_s": round(total_train, 3), "segment": self.segment,
+             "episodes": runlog.episodes},
+        )
+        return self._finish(runlog, steps_done, steps_done - start_steps, train_time, total_train)
+
     # ------------------------------------------------------------------ finishing
     def _finish(
         self, metrics: Any, steps_done: int, steps_this_segment: int, train_time: float, total_train: float
@@ -408,7 +501,8 @@ class Runner:
         if cfg.eval_episodes > 0:
             self.log(f"evaluating {cfg.eval_episodes} deterministic episodes on {self.card.env_id} (env reward)")
             final_eval = evaluate(self.model, self.card, cfg.eval_episodes, eval_seed, progress=self.progress)
-            final_eval.update({"run_dir": str(self.run_dir), "model_path": str(self.run_dir / "final_model.zip"),
+            model_path = self.run_dir / f"final_model{model_suffix(cfg.agent)}"
+            final_eval.update({"run_dir": str(self.run_dir), "model_path": str(model_path),
                                "model_timesteps": steps_done})
             write_eval_json(final_eval, self.run_dir / "eval.json")
         video: dict[str, Any] = {"video": None, "video_frames": None, "video_error": None}
@@ -442,6 +536,7 @@ class Runner:
             "train": {k: v for k, v in metrics.stats().items()},
             "final_eval": {k: final_eval[k] for k in eval_keys} if final_eval else None,
             **video,
+            **({"agent_stats": metrics.summary_extra} if getattr(metrics, "summary_extra", None) else {}),
             "library_version": cfg.library_version,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
