@@ -27,7 +27,8 @@ Importing this package is cheap; torch, onnxruntime and the simulators load when
 
 from __future__ import annotations
 
-import importlib
+from robo_reward._lazy import lazy_attributes
+
 from typing import Any
 
 _LAZY = {
@@ -70,18 +71,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the public names of the submodules on first use."""
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = sorted(_LAZY)

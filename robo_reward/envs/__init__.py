@@ -18,7 +18,8 @@ Public names (loaded on first use): :class:`TaskCard`, :func:`load_card`,
 
 from __future__ import annotations
 
-import importlib
+from robo_reward._lazy import lazy_attributes
+
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +52,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Load the public names of ``cards``/``make``/``render`` on first use (keeps the import cheap)."""
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 def shipped_card_paths() -> dict[str, Path]:

@@ -13,7 +13,8 @@ Importing this package is cheap: the submodules load on first use of a name.
 
 from __future__ import annotations
 
-import importlib
+from robo_reward._lazy import lazy_attributes
+
 from typing import Any
 
 _LAZY = {
@@ -44,15 +45,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    """Load the submodule that defines ``name`` on first use."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

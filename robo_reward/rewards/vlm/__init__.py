@@ -17,7 +17,8 @@ Importing this package registers the ``vlm-rm`` reward and is cheap: ``torch`` a
 
 from __future__ import annotations
 
-import importlib
+from robo_reward._lazy import lazy_attributes
+
 from typing import Any
 
 from .model import DEFAULT_MODEL, DEFAULT_PRETRAINED, MissingWeightsError
@@ -57,18 +58,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Load the public names of the heavier sub-modules on first use."""
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = sorted(
