@@ -24,5 +24,5 @@ fi
 if ! python -c "import torch, torchvision" >/dev/null 2>&1; then
     python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 fi
-python -m pip install --quiet -e ".[mujoco,sb3,video,metaworld,vlm,deploy,bench,llm,offline,test]"
+python -m pip install --quiet -e ".[mujoco,sb3,video,metaworld,vlm,deploy,bench,llm,offline,ray,test]"
 echo "robo_reward installed in $(pwd)/.venv"
