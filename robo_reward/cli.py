@@ -51,6 +51,7 @@ def _register_subcommands() -> None:
         "robo_reward.rewards.code.cli",
         "robo_reward.deploy.cli",
         "robo_reward.bench.cli",
+        "robo_reward.offline.cli",
     ):
         try:
             mod = importlib.import_module(module)
