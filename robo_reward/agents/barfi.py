@@ -797,25 +797,12 @@ def load_preset(family: str | None = None, overrides: Mapping[str, Any] | None =
     not merged. The result is validated (:class:`ConfigError` on a bad key or value) and
     returned as a plain dict.
     """
-    import yaml
-
-    from ..paths import data_dir
+    from .presets import layered_preset
 
     if agent not in AGENT_NAMES:
         raise ConfigError(f"unknown built-in agent {agent!r}; valid: {', '.join(AGENT_NAMES)}")
-    path = data_dir("agents") / "barfi.yaml"
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read the BARFI preset {path}: {exc}") from exc
-    params: dict[str, Any] = dict(data.get("default") or {})
-    if family and isinstance(data.get(family), Mapping):
-        params.update(data[family])
-    if overrides:
-        if not isinstance(overrides, Mapping):
-            raise ConfigError(f"agent overrides must be a mapping, got {type(overrides).__name__}")
-        params.update(overrides)
-    BARFIConfig.from_dict(params, where=f"{path.name} (family {family!r}) + overrides")
+    params = layered_preset("barfi.yaml", family, overrides, what="BARFI")
+    BARFIConfig.from_dict(params, where=f"barfi.yaml (family {family!r}) + overrides")
     return params
 
 

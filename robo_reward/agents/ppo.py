@@ -1464,27 +1464,13 @@ def load_preset(family: str | None = None, overrides: Mapping[str, Any] | None =
     switches ``multi_critic`` on). ``net_arch`` is replaced, not merged. The result is
     validated (:class:`ConfigError` on a bad key or value) and returned as a plain dict.
     """
-    import yaml
-
-    from ..paths import data_dir
+    from .presets import layered_preset
 
     if agent not in AGENT_NAMES:
         raise ConfigError(f"unknown built-in agent {agent!r}; valid: {', '.join(AGENT_NAMES)}")
-    path = data_dir("agents") / "ppo-native.yaml"
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read the PPO preset {path}: {exc}") from exc
-    params: dict[str, Any] = dict(data.get("default") or {})
-    if family and isinstance(data.get(family), Mapping):
-        params.update(data[family])
-    if agent == "ppo-multicritic":
-        params.update(data.get("multicritic") or {"multi_critic": True})
-    if overrides:
-        if not isinstance(overrides, Mapping):
-            raise ConfigError(f"agent overrides must be a mapping, got {type(overrides).__name__}")
-        params.update(overrides)
-    PPOConfig.from_dict(params, where=f"{path.name} ({agent}, family {family!r}) + overrides")
+    extra = {"multicritic": {"multi_critic": True}} if agent == "ppo-multicritic" else None
+    params = layered_preset("ppo-native.yaml", family, overrides, extra, what="PPO")
+    PPOConfig.from_dict(params, where=f"ppo-native.yaml ({agent}, family {family!r}) + overrides")
     return params
 
 
