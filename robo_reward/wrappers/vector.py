@@ -149,7 +149,6 @@ class VectorRewardWrapper(gym.vector.VectorWrapper):
                 terms[k] = full
             valid = ~resetting  # type: ignore[operator]
 
-        infos = dict(infos)
         infos["env_reward"] = env_r32
         infos["_env_reward"] = self._all
         infos["reward_terms"] = terms
