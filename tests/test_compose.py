@@ -55,7 +55,7 @@ def batch(
 class Recorder(RewardPlugin):
     """Test child: env reward, with a 'twice' term, recording reset masks."""
 
-    requires = frozenset({"info"})
+    requires = frozenset({"info", "env_reward"})
 
     def __init__(self):
         self.masks: list[np.ndarray] = []
@@ -80,7 +80,7 @@ def test_weighted_sum_values_and_terms():
     np.testing.assert_allclose(out.terms["0:constant"], [3.0, 3.0])  # unweighted
     np.testing.assert_allclose(out.terms["1:Recorder/twice"], [2.0, -8.0])
     np.testing.assert_allclose(out.terms["2:env"], [1.0, -4.0])
-    assert s.requires == frozenset({"info"})
+    assert s.requires == frozenset({"info", "env_reward"})
     mask = np.array([True, False])
     s.reset(mask)
     assert len(rec.masks) == 1 and rec.masks[0].tolist() == [True, False]
@@ -451,7 +451,7 @@ def test_progress_delta_reset_forwards_to_child_and_terms():
     np.testing.assert_allclose(out.reward, [0.5, 3.0])  # env 1 restarted: r_{-1} = 0
     np.testing.assert_allclose(out.terms["raw/twice"], [3.0, 6.0])
     assert rec.masks[-1].tolist() == [False, True]
-    assert pd.requires == frozenset({"info"})
+    assert pd.requires == frozenset({"info", "env_reward"})
 
 
 # --------------------------------------------------------------------------- registry / docs

@@ -205,7 +205,7 @@ def test_combine_advantages_single_term_is_plain_ppo_normalisation():
 class _TermPlugin(RewardPlugin):
     """reward = env reward, reported as the single term ``alive`` (optionally plus a second term)."""
 
-    requires = frozenset()
+    requires = frozenset({"env_reward"})
     name = "term-test"
 
     def __init__(self, second: bool = False):

@@ -92,6 +92,7 @@ def test_entry_point_plugin_is_found(tmp_path, monkeypatch):
 
             class Doubled(RewardPlugin):
                 """Twice the env reward."""
+                requires = frozenset({"env_reward"})
                 def __init__(self, factor: float = 2.0):
                     self.factor = factor
                 def compute(self, batch):

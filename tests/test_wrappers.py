@@ -335,6 +335,38 @@ def test_only_required_fields_are_filled():
     assert seen == {"obs": None, "action": None, "infos": None, "frames": None}
 
 
+def _env_reward_seen(requires):
+    """Which batch.env_reward each wrapper hands a plugin with ``requires``."""
+    seen = []
+
+    class Probe(RewardPlugin):
+        def compute(self, batch):
+            seen.append(None if batch.env_reward is None else batch.env_reward.copy())
+            return RewardOutput(np.zeros(len(batch), np.float32))
+
+    Probe.requires = frozenset(requires)
+    single = rr.RewardWrapper(CountEnv(3), Probe())
+    single.reset()
+    single.step(np.zeros(1, np.float32))
+    venv = rr.VectorRewardWrapper(SyncVectorEnv([lambda: CountEnv(3)] * 2), Probe())
+    venv.reset(seed=0)
+    venv.step(np.zeros((2, 1), np.float32))
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    sb3 = rr.SB3RewardWrapper(DummyVecEnv([lambda: CountEnv(3)] * 2), Probe())
+    sb3.reset()
+    sb3.step(np.zeros((2, 1), np.float32))
+    return seen
+
+
+def test_env_reward_only_when_required():
+    assert _env_reward_seen(set()) == [None, None, None]
+    got = _env_reward_seen({"env_reward"})
+    # CountEnv's own reward is 10 * t: 10 after the first step, in every wrapper
+    assert [g.tolist() for g in got] == [[10.0], [10.0, 10.0], [10.0, 10.0]]
+    assert all(g.dtype == np.float32 for g in got)
+
+
 def test_unknown_requirement_rejected():
     with pytest.raises(ConfigError, match="allowed"):
 

@@ -15,7 +15,7 @@ import numpy as np
 from .errors import ConfigError, RewardComputationError
 
 #: Everything a plugin may ask the wrappers for (see :attr:`RewardPlugin.requires`).
-REQUIREMENTS: frozenset[str] = frozenset({"obs", "action", "next_obs", "info", "frames"})
+REQUIREMENTS: frozenset[str] = frozenset({"obs", "action", "next_obs", "info", "frames", "env_reward"})
 
 
 @dataclass(slots=True)
@@ -23,8 +23,8 @@ class TransitionBatch:
     """One step of ``n`` transitions, as handed to :meth:`RewardPlugin.compute`.
 
     The wrappers fill only what the plugin lists in :attr:`RewardPlugin.requires`;
-    a field that was not asked for is ``None``. ``terminated``, ``truncated``,
-    ``env_reward`` and ``env_ids`` are always present.
+    a field that was not asked for is ``None``. ``terminated``, ``truncated`` and
+    ``env_ids`` are always present.
 
     Attributes:
         obs: observations the actions were taken in, ``[n, ...]`` (or a dict of such
@@ -35,7 +35,8 @@ class TransitionBatch:
             automatic reset that a vector env may already have done.
         terminated: ``bool[n]``, the episode reached a terminal state.
         truncated: ``bool[n]``, the episode was cut off (time limit).
-        env_reward: ``float32[n]``, the environment's own reward for the transition.
+        env_reward: ``float32[n]``, the environment's own reward for the transition, only
+            when ``"env_reward"`` is required (``None`` otherwise).
         infos: one ``info`` dict per row (the info of the step that produced ``next_obs``).
         frames: ``uint8[n, H, W, 3]`` frames rendered after the step (the state of
             ``next_obs``), only when ``"frames"`` is required.
@@ -46,7 +47,7 @@ class TransitionBatch:
 
     terminated: np.ndarray
     truncated: np.ndarray
-    env_reward: np.ndarray
+    env_reward: np.ndarray | None
     env_ids: np.ndarray
     obs: Any = None
     action: Any = None
@@ -85,7 +86,7 @@ class TransitionBatch:
         return TransitionBatch(
             terminated=self.terminated[index],
             truncated=self.truncated[index],
-            env_reward=self.env_reward[index],
+            env_reward=take(self.env_reward),
             env_ids=self.env_ids[index],
             obs=take(self.obs),
             action=take(self.action),

@@ -16,7 +16,7 @@ from ..core.types import RewardOutput, RewardPlugin, TransitionBatch
 class EnvReward(RewardPlugin):
     """The environment's own reward (a baseline: wrapping with it changes nothing)."""
 
-    requires = frozenset()
+    requires = frozenset({"env_reward"})
 
     def compute(self, batch: TransitionBatch) -> RewardOutput:
         return RewardOutput(batch.env_reward)
@@ -39,6 +39,7 @@ class ConstantReward(RewardPlugin):
         out = self._cache.get(n)
         if out is None:
             out = self._cache[n] = np.full(n, self.value, dtype=np.float32)
+            out.flags.writeable = False  # shared between calls: nobody may change it in place
         return RewardOutput(out)
 
 

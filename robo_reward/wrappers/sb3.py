@@ -61,6 +61,7 @@ class SB3RewardWrapper(VecEnvWrapper):  # type: ignore[misc,valid-type]
         self._need_next = "next_obs" in req
         self._need_info = "info" in req
         self._need_frames = "frames" in req
+        self._need_env_reward = "env_reward" in req
         self._ids = np.arange(self.num_envs, dtype=np.int64)
         self._ids.flags.writeable = False
         self._all = np.ones(self.num_envs, dtype=bool)
@@ -113,7 +114,7 @@ class SB3RewardWrapper(VecEnvWrapper):  # type: ignore[misc,valid-type]
         batch = TransitionBatch(
             terminated=terminated,
             truncated=truncated,
-            env_reward=env_r32,
+            env_reward=env_r32 if self._need_env_reward else None,
             env_ids=self._ids,
             obs=self._last_obs if self._need_obs else None,
             action=np.asarray(self._actions) if self._need_action else None,

@@ -61,6 +61,7 @@ class VectorRewardWrapper(gym.vector.VectorWrapper):
         self._need_next = "next_obs" in req
         self._need_info = "info" in req
         self._need_frames = "frames" in req
+        self._need_env_reward = "env_reward" in req
         if self._need_frames and env.render_mode != "rgb_array":
             raise ConfigError(
                 f"reward {self.plugin.name!r} scores rendered frames: make the sub-envs with render_mode='rgb_array'"
@@ -123,7 +124,7 @@ class VectorRewardWrapper(gym.vector.VectorWrapper):
         batch = TransitionBatch(
             terminated=np.asarray(terminated, dtype=bool),
             truncated=np.asarray(truncated, dtype=bool),
-            env_reward=env_r32,
+            env_reward=env_r32 if self._need_env_reward else None,
             env_ids=self._ids,
             obs=self._last_obs,
             action=np.asarray(actions) if self._need_action else None,
