@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -32,15 +33,17 @@ class ConstantReward(RewardPlugin):
         self.value = float(value)
         if not np.isfinite(self.value):
             raise ConfigError(f"constant reward value must be finite, got {value!r}")
-        self._cache: dict[int, np.ndarray] = {}
+        self._cache: dict[int, RewardOutput] = {}
 
     def compute(self, batch: TransitionBatch) -> RewardOutput:
-        n = len(batch)
+        n = len(batch.env_ids)
         out = self._cache.get(n)
         if out is None:
-            out = self._cache[n] = np.full(n, self.value, dtype=np.float32)
-            out.flags.writeable = False  # shared between calls: nobody may change it in place
-        return RewardOutput(out)
+            # the same read-only output every call for a batch size: nobody may change it in place
+            reward = np.full(n, self.value, dtype=np.float32)
+            reward.flags.writeable = False
+            out = self._cache[n] = RewardOutput(reward, MappingProxyType({}))  # type: ignore[arg-type]
+        return out
 
 
 @register_reward("sparse-success")

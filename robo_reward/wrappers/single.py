@@ -62,6 +62,7 @@ class RewardWrapper(gym.Wrapper):
         self._need_info = "info" in req
         self._need_frames = "frames" in req
         self._need_env_reward = "env_reward" in req
+        self._bare = not req
         if self._need_frames and env.render_mode != "rgb_array":
             raise ConfigError(
                 f"reward {self.plugin.name or type(self.plugin).__name__!r} scores rendered frames: "
@@ -84,17 +85,21 @@ class RewardWrapper(gym.Wrapper):
             raise gym.error.ResetNeeded("call reset() before the first step()")
         obs, env_r, terminated, truncated, info = self.env.step(action)
         env_r = float(env_r)
-        out = self.plugin.compute(TransitionBatch(
-            _TRUE1 if terminated else _FALSE1,
-            _TRUE1 if truncated else _FALSE1,
-            np.array((env_r,), dtype=np.float32) if self._need_env_reward else None,
-            _IDS1,
-            batch1(self._last_obs) if self._need_obs else None,
-            batch1(np.asarray(action)) if self._need_action else None,
-            batch1(obs) if self._need_next else None,
-            (info,) if self._need_info else None,
-            self._render() if self._need_frames else None,
-        ))
+        if self._bare:  # the plugin asked for nothing: the smallest batch there is
+            out = self.plugin.compute(TransitionBatch(_TRUE1 if terminated else _FALSE1,
+                                                _TRUE1 if truncated else _FALSE1, None, _IDS1))
+        else:
+            out = self.plugin.compute(TransitionBatch(
+                _TRUE1 if terminated else _FALSE1,
+                _TRUE1 if truncated else _FALSE1,
+                np.array((env_r,), dtype=np.float32) if self._need_env_reward else None,
+                _IDS1,
+                batch1(self._last_obs) if self._need_obs else None,
+                batch1(np.asarray(action)) if self._need_action else None,
+                batch1(obs) if self._need_next else None,
+                (info,) if self._need_info else None,
+                self._render() if self._need_frames else None,
+            ))
         if out.__class__ is RewardOutput and not out.terms and out.reward.__class__ is np.ndarray \
                 and out.reward.shape == (1,):
             value = float(out.reward[0])  # fast path: one reward, no terms
