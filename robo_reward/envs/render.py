@@ -5,6 +5,8 @@ Two things make headless rendering practical:
 * :func:`configure_headless_gl` picks ``MUJOCO_GL=egl`` when the variable is unset
   and there is no display (called by ``import robo_reward.envs``, before MuJoCo is
   imported: MuJoCo reads the variable once, at import);
+* :func:`preload_triton` loads triton's LLVM before Mesa's, which avoids a crash when
+  both end up in one process;
 * :func:`apply_render_options` turns off shadows and reflections (on a CPU renderer
   this is several times faster), sets the frame size and camera, and can roll a
   camera about its viewing axis (MetaWorld's cameras are defined upside down).
@@ -45,6 +47,37 @@ def configure_headless_gl() -> str | None:
     os.environ["MUJOCO_GL"] = "egl"
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     return "egl"
+
+
+def preload_triton() -> bool:
+    """Import ``triton`` now, before the first software-rendered GL context, when it is installed.
+
+    Mesa's CPU renderers (llvmpipe, behind ``MUJOCO_GL=egl`` or ``osmesa`` without a GPU)
+    and ``triton`` each carry their own LLVM. Loading ``libtriton`` into a process that
+    already holds such a GL context crashed it (a segfault inside ``import triton``,
+    which ``torch._dynamo`` and so ``torchvision`` trigger); loaded the other way round
+    both work. So rendering code calls this first: it costs about a second once per
+    process and does nothing when triton is absent, already imported, when MuJoCo renders
+    through a display (``MUJOCO_GL=glfw``), or when ``ROBO_REWARD_PRELOAD_TRITON=0``.
+
+    Returns:
+        whether triton is imported now.
+    """
+    if "triton" in sys.modules:
+        return True
+    if os.environ.get("ROBO_REWARD_PRELOAD_TRITON", "1") == "0":
+        return False
+    if os.environ.get("MUJOCO_GL", "").lower() not in ("egl", "osmesa"):
+        return False
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("triton") is None:
+            return False
+        import triton  # noqa: F401
+    except Exception:  # a broken triton install must not stop rendering
+        return False
+    return True
 
 
 def mujoco_base_env(env: Any) -> Any | None:
@@ -150,6 +183,8 @@ def apply_render_options(
         return env
     import mujoco
 
+    if getattr(base, "render_mode", None) is not None:
+        preload_triton()  # before the first GL context exists (see preload_triton)
     m = base.model
     saved = _defaults(base)
     renderer = getattr(base, "mujoco_renderer", None)
