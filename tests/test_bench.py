@@ -160,7 +160,25 @@ def test_curve_band_handles_missing_points_and_one_seed():
 def test_correlations():
     c = stats.correlations([1, 2, 3, 4], [2, 4, 6, 9])
     assert c["spearman"] == pytest.approx(1.0) and 0.98 < c["pearson"] < 1.0
-    assert stats.correlations([1, 1, 1], [1, 2, 3])["pearson"] is None
+    assert c["pearson_distance"] == pytest.approx(math.sqrt((1 - c["pearson"]) / 2))
+    flat = stats.correlations([1, 1, 1], [1, 2, 3])
+    assert flat["pearson"] is None and flat["pearson_distance"] is None
+
+
+def test_pearson_distance_hand_values_and_the_metrics_module():
+    from robo_reward.metrics import pearson_distance
+
+    assert stats.pearson_distance_from_r(1.0) == 0.0
+    assert stats.pearson_distance_from_r(0.0) == pytest.approx(math.sqrt(0.5))
+    assert stats.pearson_distance_from_r(-1.0) == 1.0
+    assert stats.pearson_distance_from_r(0.5) == pytest.approx(0.5)
+    assert stats.pearson_distance_from_r(1.0 + 1e-12) == 0.0  # rounding past 1 is not an error
+    assert stats.pearson_distance_from_r(None) is None and stats.pearson_distance_from_r(float("nan")) is None
+    # the same number as the reward-distance module's pearson_distance (EPIC's last step) on the same samples
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=200)
+    y = 0.3 * x + rng.normal(size=200)
+    assert stats.correlations(x, y)["pearson_distance"] == pytest.approx(pearson_distance(x, y), abs=1e-12)
 
 
 # ============================================================================ suites
@@ -322,6 +340,9 @@ def test_aggregation_of_synthetic_runs(synth_root):
     assert a_dist["seeds"] == 4
     assert a_dist["success_iqm"] == pytest.approx(0.25) and a_dist["gt_iqm"] == pytest.approx(-10.5)
     assert a_dist["step_pearson"] == pytest.approx(np.mean(PEARSON))
+    # alignment.json files without the distance (older runs) get it from their Pearson r
+    assert a_dist["step_pearson_distance"] == pytest.approx(np.mean([math.sqrt((1 - r) / 2) for r in PEARSON]))
+    assert np.isnan(a_env["step_pearson_distance"])  # the env reward is not compared with itself
     assert a_dist["learned_return"] == pytest.approx(2.0)
     b_env, b_dist = cells.iloc[2], cells.iloc[3]
     assert (b_env["success_iqm"], b_env["success_lo"], b_env["success_hi"]) == (0.0, 0.0, 0.0)
@@ -408,6 +429,10 @@ def test_report_writes_plots_markdown_and_html(synth_root, tmp_path):
     for rel in figures.values():
         assert f"]({rel})" in md
     assert "| task-a | env | 4 | 0.55 [" in md  # the table row of the cell with its IQM
+    assert "D(learned, GT)" in md and "without EPIC's canonicalisation" in md
+    d_a = np.mean([math.sqrt((1 - r) / 2) for r in PEARSON])
+    assert f"| {np.mean(PEARSON):.2f} | {d_a:.2f} |" in md  # task-a · dist: mean r, then mean D over seeds
+    assert f"| 0 | {PEARSON[0]:.2f} | {PEARSON[0]:.2f} | {math.sqrt((1 - PEARSON[0]) / 2):.2f} |" in md
     assert "1 run(s) did not finish" in md
     assert md.count("](videos/") == 4 and len(list((out / "videos").glob("*.mp4"))) == 4
     html = (out / "index.html").read_text()
@@ -474,6 +499,7 @@ def test_local_runner_micro_suite_end_to_end_and_resumable(tmp_path):
     assert not (env_dir / "alignment.json").exists()  # the env reward is the ground truth itself
     al = json.loads((dist_dir / "alignment.json").read_text())
     assert al["steps"] == 50 and -1.0 <= al["step_pearson"] <= 1.0
+    assert al["step_pearson_distance"] == pytest.approx(math.sqrt((1 - al["step_pearson"]) / 2))
     assert (out / "micro" / "suite.yaml").is_file()
 
     # a second call finds everything done and trains nothing

@@ -32,7 +32,7 @@ EXPECTED_CARDS = {
     "metaworld-window-close-v3", "metaworld-button-press-v3", "metaworld-sweep-into-v3",
     "metaworld-door-unlock-v3", "metaworld-door-close-v3", "metaworld-handle-pull-v3",
     "metaworld-handle-press-v3", "metaworld-handle-press-side-v3", "metaworld-reach-v3",
-    "metaworld-push-v3", "metaworld-pick-place-v3",
+    "metaworld-push-v3", "metaworld-pick-place-v3", "pybullet-kuka-reach-v1", "maniskill-pick-cube-v1",
 }  # fmt: skip
 
 GOOD_CARD = """\
@@ -576,7 +576,7 @@ def test_importing_the_envs_package_imports_no_simulator():
     code = (
         "import sys, robo_reward.envs as e; import gymnasium as gym; "
         "assert 'robo_reward/metaworld-reach-v3' in gym.envs.registry; "
-        "print(sorted(m for m in ('mujoco', 'metaworld', 'pydantic') if m in sys.modules))"
+        "print(sorted(m for m in ('mujoco', 'metaworld', 'pybullet', 'mani_skill', 'pydantic') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

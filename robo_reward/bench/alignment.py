@@ -4,12 +4,19 @@
 card's env wrapped with the run's reward (same spec and mixing mode as in training)
 and records, every step, the reward the agent was trained on and the environment's own
 reward (``info["env_reward"]``). It reports their Pearson and Spearman correlation
-over steps, and over episode returns, and writes ``alignment.json`` (statistics and
+over steps, and over episode returns, with the Pearson distance
+``D = sqrt((1 - r) / 2)`` of each Pearson ``r`` (0: perfectly correlated, 0.71:
+uncorrelated, 1: anti-correlated), and writes ``alignment.json`` (statistics and
 per-episode returns) and ``alignment.npz`` (the per-step values) into the run folder.
 
-This is a correlation on the policy's own state distribution, without EPIC's
-canonicalisation: the env's reward is only known on simulated transitions, so EPIC's
-off-trajectory expectations cannot be taken for it (see :mod:`robo_reward.metrics`).
+The Pearson distance is the one EPIC (Gleave et al. 2021, "Quantifying Differences in
+Reward Functions") takes between two rewards, and the EPIC-style distance VLM-RM
+(Rocamonde et al. 2023) reports between a CLIP reward and the ground truth. Here it is
+taken on the raw per-step rewards of the policy's own rollouts, **without EPIC's
+canonicalisation**: the env's reward is only known on simulated transitions, so EPIC's
+off-trajectory expectations cannot be taken for it (see :mod:`robo_reward.metrics` for
+EPIC proper). It is therefore not invariant to potential shaping and depends on the
+states the trained policy visits.
 """
 
 from __future__ import annotations
@@ -88,9 +95,11 @@ def reward_alignment(run_dir: str | Path, episodes: int = 3, seed: int | None = 
     """Correlate a run's learned reward with the ground truth over evaluation rollouts; write ``alignment.json``.
 
     Returns (and writes) ``{"episodes", "seed", "steps", "step_pearson", "step_spearman",
-    "return_pearson", "return_spearman", "learned_returns", "gt_returns", "successes",
-    "time_s"}``. Correlations are ``None`` where undefined (a constant reward, or fewer
-    than 3 values).
+    "step_pearson_distance", "return_pearson", "return_spearman", "return_pearson_distance",
+    "learned_returns", "gt_returns", "successes", "time_s"}``. Correlations and distances
+    are ``None`` where undefined (a constant reward, or fewer than 3 values). The
+    distances are ``sqrt((1 - r) / 2)`` of the Pearson ``r`` beside them, without EPIC's
+    canonicalisation (see the module docstring).
     """
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
@@ -103,8 +112,10 @@ def reward_alignment(run_dir: str | Path, episodes: int = 3, seed: int | None = 
         "steps": int(data["learned"].size),
         "step_pearson": step["pearson"],
         "step_spearman": step["spearman"],
+        "step_pearson_distance": step["pearson_distance"],
         "return_pearson": ret["pearson"],
         "return_spearman": ret["spearman"],
+        "return_pearson_distance": ret["pearson_distance"],
         "learned_returns": data["learned_returns"],
         "gt_returns": data["gt_returns"],
         "successes": data["successes"],

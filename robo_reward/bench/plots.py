@@ -8,7 +8,8 @@
 * :func:`plot_aggregate` — the same over all tasks.
 * :func:`plot_improvement` — probability of improvement between rewards, with intervals.
 * :func:`plot_reward_vs_gt` — learned reward against ground-truth reward, per step of
-  the evaluation rollouts, one panel per reward × task, with the correlation.
+  the evaluation rollouts, one panel per reward × task, with the correlation ``r`` and
+  the Pearson distance ``D = sqrt((1 - r) / 2)`` (without EPIC's canonicalisation).
 
 Each function writes a PNG and returns its path, or returns ``None`` when there is
 nothing to plot.
@@ -220,7 +221,8 @@ def plot_reward_vs_gt(points: dict[tuple[str, str], list[tuple[int, np.ndarray, 
 
     Args:
         points: ``{(reward, task): [(seed, learned[T], gt[T]), ...]}``.
-        correlations: ``{(reward, task): Pearson r of the pooled steps}`` (shown in each panel).
+        correlations: ``{(reward, task): Pearson r of the pooled steps}`` (shown in each panel,
+            with its Pearson distance ``sqrt((1 - r) / 2)``).
     """
     if not points:
         return None
@@ -246,7 +248,11 @@ def plot_reward_vs_gt(points: dict[tuple[str, str], list[tuple[int, np.ndarray, 
                 ax.scatter(gt[idx], learned[idx], s=6, alpha=0.35, color=colors.get(reward.split(" · ")[0]),
                            marker=markers[k % len(markers)], label=f"seed {s}", rasterized=True)
             r = correlations.get((reward, task))
-            rtxt = "r = n/a" if r is None or not np.isfinite(r) else f"r = {r:+.2f}" + (" (seeds pooled)" if len(runs) > 1 else "")
+            if r is None or not np.isfinite(r):
+                rtxt = "r = n/a"
+            else:
+                rtxt = f"r = {r:+.2f}, D = {math.sqrt(max(0.0, (1.0 - r) / 2.0)):.2f}"
+                rtxt += " (seeds pooled)" if len(runs) > 1 else ""
             ax.set_title(f"{reward} · {task}\n{rtxt}", fontsize=10)
             ax.set_xlabel("ground-truth reward (per step)")
             if j == 0:
@@ -255,7 +261,8 @@ def plot_reward_vs_gt(points: dict[tuple[str, str], list[tuple[int, np.ndarray, 
                 leg = ax.legend(loc="best", frameon=False, markerscale=2, fontsize=8)
                 for h in leg.legend_handles:
                     h.set_alpha(1)
-    _suptitle(fig, "learned reward vs ground truth on evaluation rollouts (Pearson r over steps)")
+    _suptitle(fig, "learned reward vs ground truth on evaluation rollouts (Pearson r over steps; "
+                   "D = sqrt((1 - r)/2), not canonicalised)")
     fig.tight_layout()
     return _save(fig, path)
 

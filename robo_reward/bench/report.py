@@ -167,10 +167,11 @@ def _md_cell(x: Any) -> str:
 
 
 def _inline_html(text: str) -> str:
-    """Escape, then render the few Markdown inlines the report uses: `code`, **bold**, [text](link)."""
+    """Escape, then render the few Markdown inlines the report uses: `code`, **bold**, *italic*, [text](link)."""
     s = html.escape(text)
     s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
     s = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)
+    s = re.sub(r"(?<![*\w])\*(?=\S)([^*]+?)(?<=\S)\*(?![*\w])", r"<em>\1</em>", s)
     s = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', s)
     return s
 
@@ -223,7 +224,10 @@ def _rel(path: Path, start: Path) -> str:
 
 
 def _alignment_points(runs: Sequence[Any]) -> tuple[dict, dict]:
-    """``{(reward, task): [(seed, learned, gt)]}`` from ``alignment.npz`` files, and pooled Pearson r per panel."""
+    """``{(reward, task): [(seed, learned, gt)]}`` from ``alignment.npz`` files, and pooled Pearson r per panel.
+
+    The plot shows the Pearson distance ``sqrt((1 - r) / 2)`` of each pooled ``r`` beside it.
+    """
     points: dict[tuple[str, str], list[tuple[int, np.ndarray, np.ndarray]]] = {}
     for r in runs:
         path = r.run_dir / ALIGNMENT_NPZ
@@ -384,7 +388,11 @@ def write_report(
           f"({reps} resamples; Agarwal et al. 2021). With few seeds the intervals are wide: read overlapping "
           "intervals as *no evidence of a difference*. `r(learned, GT)` is the Pearson correlation, per step, "
           "between the reward the agent was trained on and the GT reward on evaluation rollouts of the trained "
-          "policy (mean over seeds).")
+          "policy (mean over seeds). `D(learned, GT)` is the Pearson distance `√((1 − r) / 2)` of the same "
+          "samples (0 = perfectly correlated, 0.71 = uncorrelated, 1 = anti-correlated; mean over seeds): the "
+          "distance EPIC uses and VLM-RM's evaluation reports, but taken here on the raw rewards along the "
+          "policy's own rollouts, **without EPIC's canonicalisation** — so it is not EPIC: it is not invariant "
+          "to potential shaping and depends on the states the trained policy visits.")
 
     unfinished = rdf[~rdf["finished"]]
     if len(unfinished):
@@ -395,14 +403,14 @@ def write_report(
     doc.h(2, "Final success rate and ground-truth return")
     header = ["task", "reward"] + (["agent"] if multi_agent else []) + [
         "seeds", f"success IQM [{pct}% CI]", f"GT return IQM [{pct}% CI]", "learned-reward return",
-        "r(learned, GT)", "train time (s)", "env steps/s"]
+        "r(learned, GT)", "D(learned, GT)", "train time (s)", "env steps/s"]
     rows = []
     for _, c in cells.iterrows():
         rows.append([c["task"], c["reward"]] + ([c["agent"]] if multi_agent else []) + [
             int(c["seeds"]), est(c["success_iqm"], c["success_lo"], c["success_hi"], 2),
             est(c["gt_iqm"], c["gt_lo"], c["gt_hi"]), num(c["learned_return"]), num(c["step_pearson"], 2),
-            num(c["train_time_s"], 0), num(c["steps_per_s"], 0)])
-    doc.table(header, rows, "ll" + ("l" if multi_agent else "") + "r" * 7)
+            num(c["step_pearson_distance"], 2), num(c["train_time_s"], 0), num(c["steps_per_s"], 0)])
+    doc.table(header, rows, "ll" + ("l" if multi_agent else "") + "r" * 8)
     for key, alt in (("final_success", "final success rate per task (IQM and interval)"),
                      ("final_gt_return", "final ground-truth return per task (IQM and interval)")):
         if key in figures:
@@ -449,12 +457,16 @@ def write_report(
         doc.img(figures["reward_vs_gt"], "learned reward vs ground-truth reward per step of evaluation rollouts")
     if len(learned_runs):
         doc.table(["task", "reward"] + (["agent"] if multi_agent else []) + [
-            "seed", "r per step (Pearson)", "ρ per step (Spearman)", "r over training log", "note"],
+            "seed", "r per step (Pearson)", "ρ per step (Spearman)", "D per step (Pearson distance)",
+            "r over training log", "note"],
             [[t["task"], t["reward"]] + ([t["agent"]] if multi_agent else []) + [
-                int(t["seed"]), num(t["step_pearson"], 2), num(t["step_spearman"], 2), num(t["train_pearson"], 2),
+                int(t["seed"]), num(t["step_pearson"], 2), num(t["step_spearman"], 2),
+                num(t["step_pearson_distance"], 2), num(t["train_pearson"], 2),
                 t["alignment_error"] or ""] for _, t in learned_runs.iterrows()],
-            "ll" + ("l" if multi_agent else "") + "rrrrl")
-        doc.p("`r over training log`: correlation of the learned-reward and GT episode returns across the lines of "
+            "ll" + ("l" if multi_agent else "") + "rrrrrl")
+        doc.p("`D per step`: the Pearson distance `√((1 − r) / 2)` between learned and GT reward per step of "
+              "the evaluation rollouts, without EPIC's canonicalisation (see *How to read this*). "
+              "`r over training log`: correlation of the learned-reward and GT episode returns across the lines of "
               "`metrics.jsonl` (how the two moved together during training).")
     else:
         doc.p("No run trained on a learned reward.")

@@ -12,9 +12,12 @@ Tables (pandas DataFrames):
   (a periodic deterministic evaluation, ``evals.jsonl``) or ``final`` (the final
   deterministic evaluation, ``eval.json``).
 * :func:`runs_table` — one row per run: final success rate and ground-truth (GT)
-  return, learned-reward return, reward alignment, wall time, env steps/s.
+  return, learned-reward return, reward alignment (Pearson and Spearman correlation of
+  the learned reward with the GT reward per step of evaluation rollouts, and the Pearson
+  distance ``sqrt((1 - r) / 2)``, without EPIC's canonicalisation), wall time, env steps/s.
 * :func:`cell_table` — per task × reward × agent: IQM with 95 % stratified-bootstrap
-  intervals over seeds of the final success rate and GT return.
+  intervals over seeds of the final success rate and GT return; reward alignment
+  averaged over seeds.
 * :func:`aggregate_table` — per reward × agent over all tasks: IQM of success rate and
   of per-task min–max-normalised GT return, with stratified-bootstrap intervals.
 * :func:`improvement_table` — probability of improvement between every two rewards,
@@ -261,6 +264,14 @@ def evaluations_table(runs: Sequence[RunRecord]) -> Any:
     return pd.DataFrame(rows, columns=cols)
 
 
+def _alignment_distance(al: dict[str, Any], prefix: str) -> float:
+    """``<prefix>_pearson_distance`` of an ``alignment.json`` record, from its Pearson r when the file predates it."""
+    if f"{prefix}_pearson_distance" in al:
+        return _f(al.get(f"{prefix}_pearson_distance"))
+    d = stats.pearson_distance_from_r(al.get(f"{prefix}_pearson"))
+    return math.nan if d is None else d
+
+
 def _train_correlation(r: RunRecord) -> float:
     """Pearson correlation of the learned-reward and GT returns across a run's training log lines."""
     pairs = [(m.get("learned_return"), m.get("env_return")) for m in r.metrics]
@@ -301,7 +312,9 @@ def runs_table(runs: Sequence[RunRecord]) -> Any:
             "gt_return_train": _f(tr.get("env_return")),
             "step_pearson": _f(al.get("step_pearson")),
             "step_spearman": _f(al.get("step_spearman")),
+            "step_pearson_distance": _alignment_distance(al, "step"),
             "return_pearson": _f(al.get("return_pearson")),
+            "return_pearson_distance": _alignment_distance(al, "return"),
             "train_pearson": _train_correlation(r),
             "alignment_error": al.get("error"),
             "train_time_s": _f(s.get("train_time_s")),
@@ -330,7 +343,8 @@ def cell_table(runs_df: Any, *, reps: int = 2000, confidence: float = 0.95, seed
 
     Columns: ``task, reward, agent, seeds, success_iqm, success_lo, success_hi,
     success_mean, gt_iqm, gt_lo, gt_hi, gt_mean, learned_return, step_pearson,
-    train_time_s, steps_per_s``.
+    step_pearson_distance, train_time_s, steps_per_s``. ``step_pearson`` and
+    ``step_pearson_distance`` are means over the seeds that have an alignment record.
     """
     import pandas as pd
 
@@ -350,12 +364,12 @@ def cell_table(runs_df: Any, *, reps: int = 2000, confidence: float = 0.95, seed
                             f"{name}_mean": math.nan})
         row["learned_return"] = float(np.nanmean(g["learned_return_eval"])) if g["learned_return_eval"].notna().any() \
             else math.nan
-        row["step_pearson"] = float(np.nanmean(g["step_pearson"])) if g["step_pearson"].notna().any() else math.nan
-        row["train_time_s"] = float(np.nanmean(g["train_time_s"])) if g["train_time_s"].notna().any() else math.nan
-        row["steps_per_s"] = float(np.nanmean(g["steps_per_s"])) if g["steps_per_s"].notna().any() else math.nan
+        for col in ("step_pearson", "step_pearson_distance", "train_time_s", "steps_per_s"):
+            row[col] = float(np.nanmean(g[col])) if g[col].notna().any() else math.nan
         rows.append(row)
     cols = ["task", "reward", "agent", "seeds", "success_iqm", "success_lo", "success_hi", "success_mean",
-            "gt_iqm", "gt_lo", "gt_hi", "gt_mean", "learned_return", "step_pearson", "train_time_s", "steps_per_s"]
+            "gt_iqm", "gt_lo", "gt_hi", "gt_mean", "learned_return", "step_pearson", "step_pearson_distance",
+            "train_time_s", "steps_per_s"]
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -19,6 +19,9 @@ reported with interval estimates that account for that:
   interval (runs of ``X`` and of ``Y`` redrawn independently within each task).
 * :func:`curve_band` — mean and bootstrap interval across seeds at every point of a
   learning curve.
+* :func:`correlations` — Pearson and Spearman correlation of a learned reward with the
+  ground truth, and the Pearson distance ``sqrt((1 - r) / 2)``
+  (:func:`pearson_distance_from_r`).
 
 ``rliable`` (the authors' library) implements the same estimators, but its 1.2 release
 needs ``arch < 8``, which does not import with pandas 3; this module uses numpy and
@@ -308,8 +311,29 @@ def interpolate_curve(steps: Sequence[float], values: Sequence[float], grid: np.
 # ----------------------------------------------------------------------------- correlation
 
 
+def pearson_distance_from_r(r: float | None) -> float | None:
+    """The Pearson distance ``sqrt((1 - r) / 2)`` of a Pearson correlation ``r`` (``None`` stays ``None``).
+
+    0 when the two samples are perfectly positively correlated, ``1/sqrt(2)`` (0.71) when
+    they are uncorrelated, 1 when perfectly anti-correlated. EPIC (Gleave et al. 2021)
+    applies it to rewards *after* canonicalising them; on raw rewards it is only a
+    rescaled correlation (see :mod:`robo_reward.bench.alignment`). For samples, it equals
+    :func:`robo_reward.metrics.pearson_distance` of the same samples.
+    """
+    if r is None:
+        return None
+    r = float(r)
+    if not np.isfinite(r):
+        return None
+    return float(np.sqrt(max(0.0, (1.0 - min(max(r, -1.0), 1.0)) / 2.0)))
+
+
 def correlations(x: Sequence[float], y: Sequence[float]) -> dict[str, float | None]:
-    """Pearson and Spearman correlation of paired samples (``None`` when undefined: < 3 pairs or a constant side)."""
+    """Pearson and Spearman correlation of paired samples, and the Pearson distance ``sqrt((1 - r) / 2)``.
+
+    Returns ``{"pearson", "spearman", "pearson_distance", "n"}``; the first three are
+    ``None`` when undefined (fewer than 3 pairs, or a constant side).
+    """
     a = np.asarray(x, dtype=np.float64).reshape(-1)
     b = np.asarray(y, dtype=np.float64).reshape(-1)
     if a.shape != b.shape:
@@ -317,12 +341,14 @@ def correlations(x: Sequence[float], y: Sequence[float]) -> dict[str, float | No
     keep = np.isfinite(a) & np.isfinite(b)
     a, b = a[keep], b[keep]
     if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return {"pearson": None, "spearman": None, "n": int(a.size)}
+        return {"pearson": None, "spearman": None, "pearson_distance": None, "n": int(a.size)}
     from scipy import stats
 
+    r = float(stats.pearsonr(a, b).statistic)
     return {
-        "pearson": float(stats.pearsonr(a, b).statistic),
+        "pearson": r,
         "spearman": float(stats.spearmanr(a, b).statistic),
+        "pearson_distance": pearson_distance_from_r(r),
         "n": int(a.size),
     }
 
@@ -336,6 +362,7 @@ __all__ = [
     "curve_band",
     "interpolate_curve",
     "iqm",
+    "pearson_distance_from_r",
     "probability_of_improvement",
     "stratified_bootstrap",
 ]

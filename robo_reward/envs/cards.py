@@ -209,7 +209,12 @@ class TaskCard(BaseModel):
     Attributes:
         name: card name ending in ``-vN`` (``mujoco-reacher-v5``); the Gymnasium id
             ``robo_reward/<name>`` builds it.
-        family: which simulator family the env belongs to.
+        family: which simulator family the env belongs to; it decides how the env is
+            built and rendered. ``mujoco`` (Gymnasium MuJoCo), ``metaworld`` (MetaWorld
+            v3), ``pybullet`` (the envs of :mod:`robo_reward.envs.pybullet_envs`, which take
+            the ``render`` section as constructor arguments; the ``pybullet`` extra),
+            ``maniskill`` (ManiSkill 3 on the CPU, one env per process; the ``maniskill``
+            extra and a Vulkan driver), ``other`` (any Gymnasium id, built as is).
         env_id: the Gymnasium id passed to ``gymnasium.make``.
         env_kwargs: keyword arguments for ``gymnasium.make``.
         max_episode_steps: episode length (time limit).

@@ -8,8 +8,15 @@
 * :func:`make_registered_env` — the entry point of the Gymnasium ids
   ``robo_reward/<card name>`` that :func:`robo_reward.envs.register_gym_envs` registers,
   so that ``gym.make("robo_reward/mujoco-reacher-v5", reward="sparse-success")`` works.
+* :func:`simulator_problem` — why a card's simulator cannot run here (a missing extra,
+  no suitable Vulkan driver for ManiSkill), or ``None``.
 
-Simulators are imported only when an env is made.
+Simulators are imported only when an env is made. Per family: MuJoCo and MetaWorld
+envs get the card's render options applied to the model; PyBullet cards build
+:mod:`robo_reward.envs.pybullet_envs` envs, which take the render section as
+constructor arguments; ManiSkill 3 cards are built with
+``gymnasium.make(env_id, num_envs=1, obs_mode=..., ...)`` on the CPU and unbatched with
+ManiSkill's ``CPUGymWrapper`` (numpy observations, one env per process).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import gymnasium as gym
 import numpy as np
 from pydantic import ValidationError
 
-from ..core.errors import ConfigError, MissingDependencyError, TaskCardError
+from ..core.errors import ConfigError, MissingDependencyError, RoboRewardError, TaskCardError
 from ..core.success import SuccessSignal
 from .cards import RenderSpec, TaskCard, load_card
 from .render import apply_render_options
@@ -34,8 +41,8 @@ SUCCESS_INFO_KEY = "is_success"
 _FAMILY_IMPORTS: dict[str, tuple[str, str | None]] = {
     "mujoco": ("mujoco", "mujoco"),
     "metaworld": ("metaworld", "metaworld"),
-    "maniskill": ("mani_skill.envs", None),
-    "pybullet": ("pybullet", "pybullet"),
+    "maniskill": ("mani_skill.envs", "maniskill"),
+    "pybullet": ("robo_reward.envs.pybullet_envs", "pybullet"),
 }
 
 _VECTORIZATIONS = ("sync", "async")
@@ -107,6 +114,28 @@ class MetaWorldCompatWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return self.env.reset(seed=seed, options=options)
 
 
+class ManiSkillCompatWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Make ManiSkill's seeding visible the Gymnasium way: ``reset(seed=s)`` also seeds ``env.np_random``.
+
+    ManiSkill draws its episodes from its own generators and leaves the Gymnasium
+    ``np_random`` of the env untouched, which Gymnasium's env checker (and any tool that
+    samples from ``env.np_random``) takes for a reset that ignores its seed.
+    """
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset; a given ``seed`` also seeds ``env.unwrapped.np_random``."""
+        if seed is not None:
+            from gymnasium.utils import seeding
+
+            base = self.env.unwrapped
+            base._np_random, base._np_random_seed = seeding.np_random(int(seed))
+        return self.env.reset(seed=seed, options=options)
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -125,14 +154,26 @@ def _resolve_render(card: TaskCard, overrides: Mapping[str, Any] | None) -> Rend
         raise ConfigError(f"bad render_overrides {dict(overrides)!r}: {msgs}") from None
 
 
-def _import_family(card: TaskCard) -> None:
+def _family_import_error(card: TaskCard) -> tuple[str, str | None, ImportError] | None:
+    """``(missing package, extra, error)`` when the card family's module does not import, else ``None``."""
     mod, extra = _FAMILY_IMPORTS.get(card.family, (None, None))
     if mod is None:
-        return
+        return None
     try:
         importlib.import_module(mod)
     except ImportError as exc:
-        raise MissingDependencyError(mod.split(".")[0], extra, feature=f"task card {card.name!r}") from exc
+        missing = (getattr(exc, "name", None) or mod).split(".")[0]
+        if missing == "robo_reward":  # our own adapter module failed on something it imports
+            missing = mod.split(".")[0]
+        return missing, extra, exc
+    return None
+
+
+def _import_family(card: TaskCard) -> None:
+    failed = _family_import_error(card)
+    if failed is not None:
+        missing, extra, exc = failed
+        raise MissingDependencyError(missing, extra, feature=f"task card {card.name!r}") from exc
 
 
 def _gym_make(card: TaskCard, **kwargs: Any) -> gym.Env:
@@ -148,6 +189,105 @@ def _gym_make(card: TaskCard, **kwargs: Any) -> gym.Env:
         ) from exc
     except TypeError as exc:
         raise TaskCardError(f"task card {card.name!r}: gymnasium.make({card.env_id!r}) rejected its arguments: {exc}") from exc
+
+
+def _make_maniskill(
+    card: TaskCard, render_mode: str | None, render: RenderSpec, steps: int, kwargs: dict[str, Any]
+) -> gym.Env:
+    """A ManiSkill 3 env on the CPU, one env per process, as a plain Gymnasium env (numpy, unbatched).
+
+    ``gymnasium.make(card.env_id, num_envs=1, obs_mode=..., ...)`` builds ManiSkill's
+    batched env (torch tensors with a leading dimension of 1); ManiSkill's own
+    ``CPUGymWrapper`` turns it into a standard Gymnasium env. Frames come from the
+    env's human-render camera at the card's size. ``enhanced_determinism`` is on unless
+    the card or the caller says otherwise, so that resets without a seed follow the
+    last seed too.
+    """
+    num_envs = kwargs.pop("num_envs", 1)
+    if num_envs != 1:
+        raise ConfigError(
+            f"task card {card.name!r}: ManiSkill cards run one env per process on the CPU (num_envs=1, got "
+            f"{num_envs!r}); use make_vec_env for several, and see docs/gpu-backends.md for GPU-batched simulation"
+        )
+    if render.camera is not None:
+        raise TaskCardError(
+            f"task card {card.name!r}: ManiSkill renders from its own human-render camera; set render.camera to null"
+        )
+    kwargs.setdefault("obs_mode", "state")
+    # Draw every episode from the seeded generators, also on resets without a seed (by
+    # default ManiSkill then uses torch's global generator): the same seed, the same episodes.
+    kwargs.setdefault("enhanced_determinism", True)
+    if render_mode is not None:
+        kwargs.setdefault("human_render_camera_configs", {"width": render.width, "height": render.height})
+    from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
+
+    # ManiSkill applies its own (batched) time limit from max_episode_steps; Gymnasium's
+    # passive checker does not understand batched tensors, so it is left out here and the
+    # Gymnasium checkers are run on the unbatched env instead.
+    try:
+        env = _gym_make(card, num_envs=1, max_episode_steps=steps, render_mode=render_mode,
+                        disable_env_checker=True, **kwargs)
+    except RuntimeError as exc:
+        problem = maniskill_render_problem()
+        if problem is not None:
+            raise RoboRewardError(f"task card {card.name!r}: {problem}") from exc
+        raise
+    env = ManiSkillCompatWrapper(CPUGymWrapper(env))
+    return gym.wrappers.TimeLimit(env, steps)
+
+
+#: What a ManiSkill user on a machine without a suitable Vulkan driver needs to know.
+MANISKILL_VULKAN_HINT = (
+    "ManiSkill 3 (SAPIEN) needs a Vulkan driver with the VK_KHR_external_semaphore_fd extension even for "
+    "state observations: a GPU's driver, or on a CPU-only machine Mesa's lavapipe 23 or newer selected with "
+    "VK_ICD_FILENAMES (Debian 12's own lavapipe, Mesa 22, is too old; the README's ManiSkill section has the recipe)"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def maniskill_render_problem() -> str | None:
+    """Why ManiSkill cannot render (and so cannot build its scenes) in this process, or ``None`` when it can.
+
+    Creates SAPIEN's render system on the device ManiSkill would pick (a CUDA GPU when
+    there is one, else the CPU), which is what fails without a suitable Vulkan driver.
+    The answer is cached for the process (``VK_ICD_FILENAMES`` is read once by Vulkan anyway).
+    """
+    try:
+        import sapien
+    except ImportError:
+        return "the 'mani_skill' package is not installed: pip install 'robo-reward[maniskill]'"
+    try:
+        try:
+            from mani_skill.envs.utils.system.backend import parse_sim_and_render_backend
+
+            device = parse_sim_and_render_backend("physx_cpu", "gpu").render_device
+        except (ImportError, TypeError, AttributeError):  # another ManiSkill layout: the CPU device
+            device = sapien.Device("cpu")
+        sapien.render.RenderSystem(device)
+    except Exception as exc:  # SAPIEN raises RuntimeError with Vulkan's own words
+        return f"{MANISKILL_VULKAN_HINT}. SAPIEN said: {type(exc).__name__}: {exc}"
+    return None
+
+
+def simulator_problem(task: str | TaskCard) -> str | None:
+    """Why the simulator of a task card cannot run here, in words, or ``None`` when it can.
+
+    Checks that the family's package imports (naming the extra to install) and, for
+    ManiSkill cards, that a suitable Vulkan driver is present
+    (:func:`maniskill_render_problem`). Nothing is built; tests use it to skip with a
+    precise reason.
+    """
+    card = load_card(task)
+    failed = _family_import_error(card)
+    if failed is not None:
+        missing, extra, _ = failed
+        hint = f"pip install 'robo-reward[{extra}]'" if extra else f"pip install {missing}"
+        return f"task card {card.name!r} needs the '{missing}' package, which is not installed: {hint}"
+    if card.family == "maniskill":
+        problem = maniskill_render_problem()
+        if problem is not None:
+            return f"task card {card.name!r}: {problem}"
+    return None
 
 
 def _find_time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
@@ -178,6 +318,15 @@ def _build_base(
         kwargs.setdefault("height", render.height)
         if render.camera is not None:
             kwargs.setdefault("camera_name", render.camera)
+    elif card.family == "pybullet":
+        # robo_reward's PyBullet envs take the render section as constructor arguments
+        kwargs.setdefault("width", render.width)
+        kwargs.setdefault("height", render.height)
+        kwargs.setdefault("shadows", render.shadows)
+        if render.camera is not None:
+            kwargs.setdefault("camera_name", render.camera)
+        if render.camera_roll:
+            kwargs.setdefault("camera_roll", render.camera_roll)
 
     if card.family == "metaworld":
         if "env_name" not in kwargs:
@@ -198,6 +347,8 @@ def _build_base(
         if tl is None or tl._max_episode_steps != steps:
             env = gym.wrappers.TimeLimit(env, int(steps))
         env = MetaWorldCompatWrapper(env)
+    elif card.family == "maniskill":
+        env = _make_maniskill(card, render_mode, render, int(steps), kwargs)
     else:
         env = _gym_make(card, max_episode_steps=int(steps), render_mode=render_mode, **kwargs)
 
