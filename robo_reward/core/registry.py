@@ -85,6 +85,7 @@ def _load_builtins() -> None:
     from ..rewards.code import plugin as _code_plugin  # noqa: F401  (sandboxed reward code)
     from ..rewards.preference import plugin as _preference_plugin  # noqa: F401  (torch loads only with a model)
     from ..rewards import perceptual  # noqa: F401  (torch/torchvision load only when a model is built)
+    from ..rewards import rlvlmf  # noqa: F401  (rl-vlm-f; torch loads only when a model is built)
 
 
 def load_entry_points(force: bool = False) -> None:
