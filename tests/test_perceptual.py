@@ -128,3 +128,21 @@ def test_load_demo_frames(tmp_path):
     for i, f in enumerate(video[:3]):
         iio.imwrite(tmp_path / "frames" / f"{i:03d}.png", f)
     np.testing.assert_array_equal(load_demo_frames(tmp_path / "frames"), video[:3])
+
+
+def test_segmentation_weighting_by_length_finds_phases_before_a_still_end():
+    """Two moving phases, then the scene stands still (as after success in a scripted demo).
+
+    Averaged over steps, two minimum-length steps in the still part cost nothing and one
+    step swallows both moving phases; averaged over frames, the true phases win.
+    """
+    rng = np.random.default_rng(0)
+    x = np.zeros((80, 8))
+    x[:20] = rng.normal(0, 1, (20, 8))
+    x[20:40] = 3 + rng.normal(0, 1, (20, 8))
+    x[40:] = 6
+    assert segment_features(x, 3, 3) == [20, 40]  # the default weighting is "length"
+    step = segment_features(x, 3, 3, weighting="step")
+    assert step[0] >= 40  # both moving phases in one step
+    with pytest.raises(ConfigError, match="weighting"):
+        segment_features(x, 3, 3, weighting="frames")

@@ -209,13 +209,25 @@ def _segment_costs(features: np.ndarray) -> Callable[[np.ndarray, int], np.ndarr
     return cost
 
 
-def segment_features(features: np.ndarray, n_steps: int, min_length: int = 1) -> list[int]:
+#: How :func:`segment_features` averages the within-step feature spread.
+SEGMENT_WEIGHTINGS = ("length", "step")
+
+
+def segment_features(features: np.ndarray, n_steps: int, min_length: int = 1, weighting: str = "length") -> list[int]:
     """Split a ``[T, D]`` feature sequence into ``n_steps`` contiguous steps.
 
-    Minimises the average over steps of the within-step feature standard deviation
-    (mean over feature dimensions), with every step at least ``min_length`` frames long.
-    Sermanet et al. (2016, §3.1) search the split points recursively; this solves the
-    same objective exactly by dynamic programming in ``O(n_steps · T²)`` cost evaluations.
+    Minimises the average within-step feature standard deviation (mean over feature
+    dimensions), with every step at least ``min_length`` frames long. Sermanet et al.
+    (2016, §3.1) search the split points recursively; this solves the same objective
+    exactly by dynamic programming in ``O(n_steps · T²)`` cost evaluations.
+
+    ``weighting`` says what the average is over:
+
+    * ``"length"`` (default): over frames, i.e. each step's std weighted by its length;
+    * ``"step"``: over steps, each counting once. This lets several minimum-length steps
+      sit where nothing changes (they cost almost nothing) and one long step take the
+      rest: on MetaWorld scripted demos it agreed with the task phases less well than
+      random splits (``benchmarks/perceptual_segmentation.py``), so it is not the default.
 
     Returns:
         the ``n_steps − 1`` boundaries, i.e. the start frame of steps ``2..n_steps``.
@@ -230,9 +242,16 @@ def segment_features(features: np.ndarray, n_steps: int, min_length: int = 1) ->
     n_steps, min_length = int(n_steps), int(min_length)
     if n_steps < 1 or min_length < 1:
         raise ConfigError("n_steps and min_length must be positive integers")
+    if weighting not in SEGMENT_WEIGHTINGS:
+        raise ConfigError(f"weighting must be one of {', '.join(SEGMENT_WEIGHTINGS)}, got {weighting!r}")
     if T < n_steps * min_length:
         raise ConfigError(f"a demo of {T} frames cannot be split into {n_steps} steps of at least {min_length} frames")
-    cost = _segment_costs(x)
+    step_cost = _segment_costs(x)
+    if weighting == "length":
+        def cost(a: np.ndarray, b: int) -> np.ndarray:
+            return (b - a) * step_cost(a, b)
+    else:
+        cost = step_cost
     inf = float("inf")
     # best[k][t]: smallest summed cost of splitting x[:t] into k steps; arg[k][t]: start of the k-th step.
     best = np.full((n_steps + 1, T + 1), inf)
@@ -322,8 +341,12 @@ class PerceptualRewardModel:
         top_k: int = DEFAULT_TOP_K,
         alpha: float = DEFAULT_ALPHA,
         backbone: dict[str, Any] | None = None,
+        weighting: str = "length",
     ) -> "PerceptualRewardModel":
-        """Fit on per-demo feature sequences ``[T_d, D]``: segment each demo, rank and select features per step."""
+        """Fit on per-demo feature sequences ``[T_d, D]``: segment each demo, rank and select features per step.
+
+        ``weighting`` is :func:`segment_features`'s.
+        """
         demos = [np.asarray(d, dtype=np.float64) for d in demos]
         if not demos:
             raise ConfigError("at least one demo is needed")
@@ -336,7 +359,7 @@ class PerceptualRewardModel:
         for d in demos:
             # Segment on the raw features: z-normalising first would give every noise dimension as much
             # weight as the few dimensions that change between steps.
-            b = segment_features(d, n_steps, min_length)
+            b = segment_features(d, n_steps, min_length, weighting)
             bounds.append(b)
             labels.append(labels_from_boundaries(len(d), b))
         z = (allf - mean) / std
@@ -417,6 +440,7 @@ def fit_perceptual_reward(
     backbone: BackboneSpec | dict[str, Any] | None = None,
     device: str = "auto",
     batch_size: int = 64,
+    weighting: str = "length",
 ) -> PerceptualRewardModel:
     """Fit a :class:`PerceptualRewardModel` on demo videos (each ``uint8[T, H, W, 3]``).
 
@@ -428,11 +452,14 @@ def fit_perceptual_reward(
         alpha: α of the ranking ``α|μ⁺ − μ⁻| − (σ⁺ + σ⁻)``.
         backbone: the vision model (default: torchvision ResNet-18 with downloaded weights).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+        weighting: how the segmentation averages the within-step spread (see
+            :func:`segment_features`).
     """
     spec = backbone if isinstance(backbone, BackboneSpec) else BackboneSpec(**(backbone or {}))
     ext = make_feature_extractor(spec, device)
     feats = [ext.encode(d, batch_size) for d in demos]
-    return PerceptualRewardModel.fit_features(feats, n_steps, min_length, top_k, alpha, backbone=spec.to_dict())
+    return PerceptualRewardModel.fit_features(feats, n_steps, min_length, top_k, alpha, backbone=spec.to_dict(),
+                                              weighting=weighting)
 
 
 def load_demo_frames(path: str | Path) -> np.ndarray:
