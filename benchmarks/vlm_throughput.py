@@ -14,7 +14,9 @@ with the same CLIP model and prompts; only how frames reach the model differs:
 * ``accumulated`` — the deferred mode's cost: frames of ``--accumulate`` steps encoded in
   one forward pass (``accumulate × n`` frames).
 
-Frames/s count env stepping, rendering, preprocessing and encoding. Modes alternate
+Frames/s count env stepping, rendering, preprocessing and encoding, per CPU-second of
+this process on the CPU (other work on a shared machine then slows no mode) and per
+wall-clock second on a GPU. Modes alternate
 (ABCD, ABCD, ...) over ``--rounds`` rounds and the median is reported, so drift in
 machine load does not favour one of them. Random weights (``--pretrained none``) cost
 exactly what the pretrained weights of the same architecture cost.
@@ -40,25 +42,30 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# Frames per CPU-second of this process (all its threads, the renderer's included) on the
+# CPU, so that other work on a shared machine slows no mode; wall-clock time on a GPU,
+# whose work this process's CPU time does not show. Set in run().
+_clock = time.process_time
+
 
 def _bench_batched(venv, actions: np.ndarray) -> float:
-    t0 = time.perf_counter()
+    t0 = _clock()
     n = 0
     for a in actions:
         venv.step(a)
         n += venv.num_envs
-    return n / (time.perf_counter() - t0)
+    return n / (_clock() - t0)
 
 
 def _bench_per_frame(venv, plugin, actions: np.ndarray) -> float:
-    t0 = time.perf_counter()
+    t0 = _clock()
     n = 0
     for a in actions:
         venv.step(a)
         for frame in venv.render():
             plugin.score(frame)  # one frame, one forward pass
             n += 1
-    return n / (time.perf_counter() - t0)
+    return n / (_clock() - t0)
 
 
 def _bench_per_frame_pil(venv, plugin, transform, actions: np.ndarray) -> float:
@@ -69,7 +76,7 @@ def _bench_per_frame_pil(venv, plugin, transform, actions: np.ndarray) -> float:
 
     enc = plugin.scorer.encoder
     sc = plugin.scorer
-    t0 = time.perf_counter()
+    t0 = _clock()
     n = 0
     for a in actions:
         venv.step(a)
@@ -80,11 +87,11 @@ def _bench_per_frame_pil(venv, plugin, transform, actions: np.ndarray) -> float:
                 e = e / e.norm(dim=-1, keepdim=True)
                 goal_baseline_reward(e, sc.goal, sc.baseline, sc.alpha).cpu().numpy()
             n += 1
-    return n / (time.perf_counter() - t0)
+    return n / (_clock() - t0)
 
 
 def _bench_accumulated(venv, plugin, actions: np.ndarray, k: int) -> float:
-    t0 = time.perf_counter()
+    t0 = _clock()
     n = 0
     pending: list[np.ndarray] = []
     for i, a in enumerate(actions):
@@ -94,7 +101,37 @@ def _bench_accumulated(venv, plugin, actions: np.ndarray, k: int) -> float:
             plugin.score(np.stack(pending))
             n += len(pending)
             pending = []
-    return n / (time.perf_counter() - t0)
+    return n / (_clock() - t0)
+
+
+def _roofline(enc, frame: np.ndarray) -> dict:
+    """How fast could any batching make the encoder on this CPU? Its FLOPs per frame against a matmul's FLOP rate.
+
+    The FLOPs of one image-encoder forward pass are counted with torch's FlopCounterMode;
+    the FLOP rate is the best of a few 1024 x 1024 fp32 matmuls (per CPU-second, on the
+    threads torch uses), a practical peak that a ViT's large matrix products approach at
+    big batches. ``bound_frames_per_s`` ignores rendering and preprocessing, so it is an
+    upper bound on any mode's frames/s.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = enc.preprocess(frame[None])
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as fc:
+            enc.model.encode_image(x)
+        flops = float(fc.get_total_flops())
+        a = torch.randn(1024, 1024)
+        b = torch.randn(1024, 1024)
+        a @ b
+        best = float("inf")
+        for _ in range(10):
+            t0 = _clock()
+            a @ b
+            best = min(best, _clock() - t0)
+    peak = 2 * 1024 ** 3 / best
+    return {"encoder_gflop_per_frame": round(flops / 1e9, 3), "matmul_gflops": round(peak / 1e9, 1),
+            "bound_frames_per_s": round(peak / flops, 3)}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -105,6 +142,7 @@ def run(args: argparse.Namespace) -> dict:
     import robo_reward.rewards.vlm  # noqa: F401  (registers vlm-rm)
     from robo_reward.envs import load_card, make_vec_env
 
+    global _clock
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     card = load_card(args.task)
@@ -114,6 +152,7 @@ def run(args: argparse.Namespace) -> dict:
     raw = make_vec_env(card, args.n_envs, seed=0, render_mode="rgb_array")
     plugin = batched.plugin
     enc = plugin.scorer.encoder
+    _clock = time.process_time if str(enc.device) == "cpu" else time.perf_counter
     transform = image_transform_v2(PreprocessCfg(**enc.model.visual.preprocess_cfg), is_train=False)
     rng = np.random.default_rng(0)
     shape = (args.steps, args.n_envs, *raw.single_action_space.shape)
@@ -134,6 +173,7 @@ def run(args: argparse.Namespace) -> dict:
         res["accumulated"].append(_bench_accumulated(raw, plugin, actions, args.accumulate))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in res.items()), file=sys.stderr)
     load_after = os.getloadavg()
+    roof = _roofline(enc, raw.render()[0]) if str(enc.device) == "cpu" else None
     batched.close()
     raw.close()
     med = {k: statistics.median(v) for k, v in res.items()}
@@ -147,6 +187,7 @@ def run(args: argparse.Namespace) -> dict:
         "device": str(enc.device),
         "precision": enc.precision,
         "torch_threads": torch.get_num_threads(),
+        "clock": "process CPU time (frames per CPU-second)" if _clock is time.process_time else "wall clock",
         "alpha": args.alpha,
         "steps_per_round": args.steps,
         "frames_per_round": args.steps * args.n_envs,
@@ -158,6 +199,8 @@ def run(args: argparse.Namespace) -> dict:
         "ratio_batched_vs_per_frame_pil": round(med["batched"] / med["per_frame_pil"], 3),
         "ratio_accumulated_vs_per_frame": round(med["accumulated"] / med["per_frame"], 3),
         "target_ratio_batched_vs_per_frame": 4.0,
+        "roofline": roof,
+        "ratio_bound_vs_per_frame": None if roof is None else round(roof["bound_frames_per_s"] / med["per_frame"], 3),
         "load_average_1min": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
         "cpu_count": os.cpu_count(),
     }
@@ -198,7 +241,8 @@ def main() -> None:
         payload = {"notes": existing["notes"], "runs": runs}  # notes written by people are kept
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     show = ("device", "torch_threads", "median_frames_per_s", "ratio_batched_vs_per_frame",
-            "ratio_batched_vs_per_frame_pil", "ratio_accumulated_vs_per_frame", "load_average_1min")
+            "ratio_batched_vs_per_frame_pil", "ratio_accumulated_vs_per_frame", "roofline",
+            "ratio_bound_vs_per_frame", "load_average_1min")
     print(json.dumps({k: result[k] for k in show}, indent=2))
 
 
