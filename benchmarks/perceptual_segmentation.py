@@ -6,7 +6,16 @@ deviation of frame features (:func:`~robo_reward.rewards.perceptual.segment_feat
 the paper's objective, solved exactly by dynamic programming instead of its recursive
 search). This script measures how well those steps agree with the phases of MetaWorld's
 scripted-expert demos (reach / grasp / move / place, from ``info`` keys, see
-:mod:`robo_reward.offline.demos`):
+:mod:`robo_reward.offline.demos`), for both of the library's weightings of that average
+(:data:`METHODS`):
+
+* ``"length"`` (the default): the average over frames, i.e. each step's feature std
+  weighted by its length;
+* ``"step"``: the plain average over steps, each counting once, which lets several
+  minimum-length steps sit in the still frames at the end of a demo (they cost almost
+  nothing) while one long step takes the rest.
+
+What is measured:
 
 * **Agreement** (:func:`jaccard_agreement`): for each labelled phase, the best
   intersection-over-union (Jaccard index, in frames) with any discovered step, averaged
@@ -14,12 +23,9 @@ scripted-expert demos (reach / grasp / move / place, from ``info`` keys, see
 * **Baselines** with the same number of steps: random splits (the expectation over
   ``--random-draws`` segmentations drawn uniformly among those respecting the minimum
   step length) and equal-length splits.
-* **A diagnostic variant** of the objective (:func:`weighted_segmentation`): each step's
-  feature std weighted by its length, which shows what the plain average over steps
-  does with the still frames at the end of a demo.
 * **Features**: the simulator state (the 39-dim observation; the phases are thresholds on
-  quantities it holds, so it serves as an upper-bound reference, not as something a
-  perceptual reward sees), down-sampled pixels (no learned features), and vision
+  quantities it holds, so it serves as a reference, not as something a perceptual
+  reward sees), down-sampled pixels (no learned features), and vision
   backbones with **random weights** (pretrained weights cannot be downloaded on the
   machine these figures come from; pass ``--resnet-weights`` / ``--clip-pretrained``
   to use real ones).
@@ -49,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -123,50 +130,12 @@ def equal_boundaries(length: int, k: int) -> list[int]:
     return [int(round(i * length / k)) for i in range(1, k)]
 
 
-def weighted_segmentation(features: np.ndarray, k: int, min_length: int = 1) -> list[int]:
-    """A diagnostic variant of the segmentation: each step's mean feature std is weighted by its length.
-
-    :func:`~robo_reward.rewards.perceptual.segment_features` minimises the plain average
-    over steps of the within-step feature std, so a few very short steps in a still part of
-    a demo (the frames after success) cost almost nothing. Here the cost is
-    ``Σ_steps n_step · mean_d std_d(step)``, solved exactly by dynamic programming over
-    split points; returns the start frames of steps ``2..k``.
-    """
-    x = np.asarray(features, dtype=np.float64)
-    T = x.shape[0]
-    if T < k * min_length:
-        raise ValueError(f"cannot split {T} frames into {k} steps of at least {min_length}")
-    c1 = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, 0)])
-    c2 = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x * x, 0)])
-
-    def cost(a: np.ndarray, b: int) -> np.ndarray:
-        n = (b - a)[:, None]
-        mu = (c1[b] - c1[a]) / n
-        var = np.maximum((c2[b] - c2[a]) / n - mu * mu, 0.0)
-        return np.sqrt(var).mean(1) * (b - a)
-
-    best = np.full((k + 1, T + 1), np.inf)
-    arg = np.zeros((k + 1, T + 1), dtype=np.int64)
-    best[0, 0] = 0.0
-    for j in range(1, k + 1):
-        for t in range(j * min_length, T - (k - j) * min_length + 1):
-            starts = np.arange((j - 1) * min_length, t - min_length + 1)
-            if j == 1:
-                starts = starts[:1]
-            v = best[j - 1, starts] + cost(starts, t)
-            i = int(np.argmin(v))
-            best[j, t], arg[j, t] = v[i], starts[i]
-    bounds, t = [], T
-    for j in range(k, 0, -1):
-        s0 = int(arg[j, t])
-        if j > 1:
-            bounds.append(s0)
-        t = s0
-    return sorted(bounds)
-
-
-#: Segmentation methods compared: the perceptual reward's own, and the length-weighted variant.
-METHODS = {"implemented": segment_features, "length_weighted": weighted_segmentation}
+#: Segmentation methods compared: the library's two weightings of the within-step std
+#: (``"length"``, the default, first).
+METHODS = {
+    "length": partial(segment_features, weighting="length"),
+    "step": partial(segment_features, weighting="step"),
+}
 
 
 # ----------------------------------------------------------------------------- features
@@ -350,19 +319,38 @@ def _agreement_table(res: dict[str, Any], method: str, feats: list[str], title: 
     return lines
 
 
+def _below_random(res: dict[str, Any], method: str, feats: list[str]) -> dict[str, int]:
+    """Per feature, how many demos ``method`` segments with less agreement than random splits' mean."""
+    return {f: sum(1 for r in res["demos"] if r["features"] == f and r["method"] == method
+                   and r["jaccard"] < r["random_jaccard_mean"]) for f in feats}
+
+
+def _names(items: list[str]) -> str:
+    return ", ".join(items) if items else "none"
+
+
+def _versus_baselines(res: dict[str, Any], method: str, feats: list[str], title: dict[str, str]) -> str:
+    """One sentence: which features' mean agreement beats random splits, and which beats equal splits."""
+    ov = {k: round(v, 2) for k, v in res["overall"].items()}  # compare what the tables show
+    above_random = [title[f] for f in feats if ov[f"{method}/{f}"] > ov["random"]]
+    below_random = [title[f] for f in feats if ov[f"{method}/{f}"] < ov["random"]]
+    above_equal = [title[f] for f in feats if ov[f"{method}/{f}"] > ov["equal"]]
+    return (f"Mean over the tasks, above random splits ({ov['random']:.2f}): {_names(above_random)}; "
+            f"below: {_names(below_random)}. Above equal splits ({ov['equal']:.2f}): {_names(above_equal)}.")
+
+
 def _state_sentence(res: dict[str, Any], feats: list[str], title: dict[str, str]) -> str:
     if "state" not in feats:
         return ""
-    ov = res["overall"]
-    better = [title[f] for f in feats if f != "state"
-              and ov[f"length_weighted/{f}"] > ov["length_weighted/state"]]
+    ov = {k: round(v, 2) for k, v in res["overall"].items()}
+    better = [title[f] for f in feats if f != "state" and ov[f"length/{f}"] > ov["length/state"]]
     if not better:
-        return "In this run no image feature beat it (length-weighted variant)."
-    return f"In this run {', '.join(better)} beat it in the length-weighted variant."
+        return "In this run no image feature beat it with the default weighting."
+    return f"In this run {', '.join(better)} beat it with the default weighting."
 
 
 def markdown(res: dict[str, Any]) -> str:
-    """The report: settings, the agreement tables, what they mean, and what the paper measured."""
+    """The report: settings, the agreement tables for both weightings, what they mean, and the paper."""
     s = res["settings"]
     feats = list(res["features"])
     title = {f: FEATURE_TITLES.get(f, f) for f in feats}
@@ -370,12 +358,16 @@ def markdown(res: dict[str, Any]) -> str:
         title["resnet18"] = "ResNet-18"
     if s.get("clip_pretrained") and "clip" in title:
         title["clip"] = "CLIP"
-    below = {
-        f: sum(1 for r in res["demos"] if r["features"] == f and r["method"] == "implemented"
-               and r["jaccard"] < r["random_jaccard_mean"])
-        for f in feats
-    }
+    below = {m: _below_random(res, m, feats) for m in METHODS}
     n_demos = sum(v["demos"] for v in res["summary"].values())
+    ov = {k: round(v, 2) for k, v in res["overall"].items()}
+    step_worse = [title[f] for f in feats if ov[f"step/{f}"] < ov["random"]]
+    random_weights = [title[f] for f in feats if "random weights" in res["features"][f]]
+
+    def below_line(method: str) -> str:
+        return ("Demos where the discovered steps agree less than random splits do on average: "
+                + ", ".join(f"{title[f]} {below[method][f]}/{n_demos}" for f in feats) + ".")
+
     lines = [
         "# Perceptual-reward segmentation vs MetaWorld task phases",
         "",
@@ -384,51 +376,73 @@ def markdown(res: dict[str, Any]) -> str:
         f"{res['platform']}, load average at the end {', '.join(f'{x:.1f}' for x in res['load_average'] or [])}).",
         "",
         f"{s['demos']} scripted-expert demos per task ({s['size']}² frames, reset seeds {s['seed']}..{s['seed'] + s['demos'] - 1}, "
-        f"each ending {s['stop_after_success']} steps after first success). Each demo is split into as many steps as it "
-        f"has labelled phases, each step at least {s['min_length']} frames. Agreement = mean over the labelled phases "
-        "of the best Jaccard index (in frames) with a discovered step (1 = exact). Random = expectation over "
-        f"{s['random_draws']} splits drawn uniformly among those with the same number of steps; equal = equal-length steps.",
+        f"each ending {s['stop_after_success']} steps after first success). Each demo is split by "
+        "`robo_reward.rewards.perceptual.segment_features` into as many steps as it "
+        f"has labelled phases, each step at least {s['min_length']} frames, with both of its weightings. "
+        "Agreement = mean over the labelled phases "
+        "of the best Jaccard index (in frames) with a discovered step (1 = exact).",
         "",
-        "## As implemented (`robo_reward.rewards.perceptual.segment_features`)",
+        "Baselines, with the same number of steps per demo: **random splits** (the expectation over "
+        f"{s['random_draws']} splits drawn uniformly among those respecting the minimum step length) and "
+        "**equal splits** (equal-length steps).",
         "",
-        "Least *average over steps* of the within-step feature std (the module's reading of the paper's objective), solved exactly.",
+        "## Default: `weighting=\"length\"`",
         "",
-        *_agreement_table(res, "implemented", feats, title),
+        "Least within-step feature std averaged over *frames* (each step's std weighted by its length, "
+        "cost `Σ_steps n_step · mean_d std_d`), solved exactly by dynamic programming.",
         "",
-        "Demos where the discovered steps agree less than random splits do on average: "
-        + ", ".join(f"{title[f]} {below[f]}/{n_demos}" for f in feats) + ".",
+        *_agreement_table(res, "length", feats, title),
         "",
-        "## Diagnostic variant: each step's std weighted by its length",
+        _versus_baselines(res, "length", feats, title),
         "",
-        "Same features and search, cost `Σ_steps n_step · mean_d std_d` (`weighted_segmentation` in the script; "
-        "not part of the library).",
+        below_line("length"),
         "",
-        *_agreement_table(res, "length_weighted", feats, title),
+        "## Variant: `weighting=\"step\"`",
         "",
-        "Mean boundary error, frames between the i-th labelled and i-th discovered boundary (as implemented / "
-        "length-weighted):",
+        "Least within-step feature std averaged over *steps*, each counting once (cost `Σ_steps mean_d std_d`; "
+        "the library's behaviour before `weighting` existed).",
+        "",
+        *_agreement_table(res, "step", feats, title),
+        "",
+        _versus_baselines(res, "step", feats, title),
+        "",
+        below_line("step"),
+        "",
+        ("With this weighting the mean agreement is below random splits for "
+         f"{_names(step_worse)}. " if step_worse else
+         "In this run its mean agreement is not below random splits for any feature. ")
+        + "The reason: in an unweighted average over steps, a short step placed where the features barely "
+        "change costs almost nothing however few frames it covers, so the optimum puts several short steps, "
+        "often of the minimum length, in the still stretches — the frames after success for the image features, "
+        "the first frames for the state — and lets one long step take the rest of the demo. The per-demo "
+        "boundaries are in the JSON file (`found_boundaries`). Weighting each step by its length removes that "
+        "degenerate optimum.",
+        "",
+        "Mean boundary error, frames between the i-th labelled and i-th discovered boundary (length / step):",
         "",
         "| task | " + " | ".join(title[f] for f in feats) + " |",
         "|---|" + "---:|" * len(feats),
     ]
     for task, row in res["summary"].items():
         lines.append(f"| {task} | " + " | ".join(
-            f"{row[f'implemented/{f}/boundary_error']:.1f} / {row[f'length_weighted/{f}/boundary_error']:.1f}"
+            f"{row[f'length/{f}/boundary_error']:.1f} / {row[f'step/{f}/boundary_error']:.1f}"
             for f in feats) + " |")
-    lines += ["", "Features:", ""]
+    lines += ["", "## Features", ""]
     lines += [f"- **{title[f]}** — {d}" for f, d in res["features"].items()]
+    if random_weights:
+        lines += [
+            "",
+            f"The vision backbones ({', '.join(random_weights)}) have **random weights**: no pretrained weights "
+            "could be downloaded on the machine these figures come from (pass `--resnet-weights` / "
+            "`--clip-pretrained` to use real ones). Their columns measure what untrained "
+            "convolutional/transformer features retain, not what pretrained features do.",
+        ]
     lines += [
         "",
         "## Reading the numbers",
         "",
-        "- With the objective as implemented, the discovered steps collapse into steps of the minimum length "
-        "where the features barely change — the still frames after success for the image features, the first "
-        "frames for the state — because in an *unweighted* average over steps such short steps cost almost "
-        "nothing, and one long step takes the rest. The per-demo boundaries are in the JSON file "
-        "(`found_boundaries`).",
-        "- Weighting each step by its length removes that degenerate optimum. Equal-length splits are a strong "
-        "baseline where the scripted experts spend similar times in each phase, and a weak one in drawer-open, "
-        "whose success phase is short.",
+        "- Equal-length splits are a strong baseline where the scripted experts spend similar times in each "
+        "phase, and a weak one in drawer-open, whose success phase is short.",
         "- The simulator state is a reference, not a bound, for this objective: its raw dimensions have different "
         "scales (metres, a 0–1 gripper opening) and include ones unrelated to the phases (goal position, previous "
         "frame), and the segmentation looks for steady stretches, not for the thresholds that define the phases. "
@@ -443,9 +457,7 @@ def markdown(res: dict[str, Any]) -> str:
         "within-step feature standard deviation, on features of an ImageNet-pretrained Inception network) and "
         "compared the steps it found in its own real-world videos with human-annotated steps and with random splits. "
         "Its numbers are not quoted here: they could not be checked against the paper's text when this report was "
-        "written, and its tasks, features and annotations differ from these. The backbones here have random "
-        "weights (no pretrained weights could be downloaded), so the ResNet/CLIP columns measure what untrained "
-        "convolutional/transformer features retain, not what the paper's pretrained features do.",
+        "written, and its tasks, features and annotations differ from these.",
     ]
     return "\n".join(lines) + "\n"
 

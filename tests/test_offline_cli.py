@@ -31,9 +31,21 @@ def test_collect_demos_then_fit_perceptual(tmp_path):
 
     out = tmp_path / "reach.npz"
     res = _cli("reward", "fit", "perceptual", *map(str, files), "--steps", "2", "--min-length", "3",
-               "--pretrained", "none", "--image-size", "32", "--device", "cpu", "--out", str(out))
+               "--weighting", "step", "--pretrained", "none", "--image-size", "32", "--device", "cpu",
+               "--out", str(out))
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "step weighting" in res.stdout
     assert PerceptualRewardModel.load(out).n_steps == 2
+
+
+def test_fit_perceptual_rejects_unknown_weighting(tmp_path):
+    # checked before any demo is read or backbone built
+    res = _cli("reward", "fit", "perceptual", str(tmp_path / "missing.npz"), "--weighting", "frames",
+               "--out", str(tmp_path / "m.npz"))
+    assert res.returncode == 2
+    out = res.stdout + res.stderr
+    assert "--weighting must be one of length, step" in out and "'frames'" in out
+    assert not (tmp_path / "m.npz").exists()
 
 
 def test_collect_demos_refuses_non_metaworld_task(tmp_path):

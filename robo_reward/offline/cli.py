@@ -50,6 +50,12 @@ def fit_perceptual_cmd(
     steps: int = typer.Option(3, "--steps", help="Steps to split every demo into."),
     min_length: int = typer.Option(5, help="Shortest allowed step, in frames."),
     top_k: int = typer.Option(32, help="Features kept per step."),
+    weighting: str = typer.Option(
+        "length", "--weighting", metavar="[length|step]",
+        help="How the segmentation averages the within-step feature std: 'length' (over frames, each step "
+             "weighted by its length) or 'step' (over steps, each counting once; can put minimum-length "
+             "steps in still frames).",
+    ),
     kind: str = typer.Option("torchvision", help="Backbone kind: torchvision | clip."),
     model: str = typer.Option("resnet18", help="Backbone model name."),
     pretrained: Optional[str] = typer.Option(
@@ -60,19 +66,21 @@ def fit_perceptual_cmd(
     out: Path = typer.Option(Path("perceptual.npz"), "--out", "-o", help="Where to write the fitted model."),
 ) -> None:
     """Fit a perceptual reward (Sermanet et al. 2016) on demos and save it for the `perceptual` plugin."""
-    from ..rewards.perceptual import BackboneSpec, fit_perceptual_reward, load_demo_frames
+    from ..rewards.perceptual import SEGMENT_WEIGHTINGS, BackboneSpec, fit_perceptual_reward, load_demo_frames
 
     weights = None if pretrained is not None and pretrained.lower() in ("none", "null", "random") else pretrained
     try:
+        if weighting not in SEGMENT_WEIGHTINGS:
+            raise ConfigError(f"--weighting must be one of {', '.join(SEGMENT_WEIGHTINGS)}, got {weighting!r}")
         frames = [load_demo_frames(p) for p in demos]
         spec = BackboneSpec(kind=kind, model=model, pretrained=weights, image_size=image_size)
         fitted = fit_perceptual_reward(frames, n_steps=steps, min_length=min_length, top_k=top_k, backbone=spec,
-                                       device=device)
+                                       device=device, weighting=weighting)
         path = fitted.save(out)
     except RoboRewardError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    console.print(f"fitted {steps} steps on {len(frames)} demos -> {path}")
+    console.print(f"fitted {steps} steps ({weighting} weighting) on {len(frames)} demos -> {path}")
     console.print(f"use it with: --reward \"perceptual:model_path={path}\" (env made with render_mode='rgb_array')")
 
 
