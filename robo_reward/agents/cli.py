@@ -8,6 +8,9 @@ Examples::
     robo-reward train --task mujoco-inverted-pendulum-v5 --agent ppo-multicritic \
         --reward "python:fn=robo_reward.rewards.examples:inverted_pendulum_upright" \
         --hp "term_weights={upright: 1.0, centered: 0.5}"   # built-in PPO, one critic per reward term
+    robo-reward train --agent iql --dataset data/reach-mixed.npz --steps 100000 \
+        --reward "python:path=assets/rewards/metaworld-reach-v3.py"   # offline: relabel, then IQL
+    robo-reward train --agent bc --dataset data/reach-mixed.npz --steps 20000     # behaviour cloning
     robo-reward train --resume runs/reacher          # after a kill: continue from the last checkpoint
     robo-reward eval runs/reacher --episodes 50      # writes runs/reacher/eval.json
 """
@@ -54,11 +57,18 @@ def _ci(ci: Any, digits: int = 2) -> str:
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    """A rich table of a training summary: learned-reward return, GT return, success rate."""
-    table = Table(title=f"{summary['task']} · {summary['agent']} · {summary['timesteps']} steps · "
-                  f"{summary['train_time_s']:.0f} s ({_fmt(summary.get('steps_per_s'), 0)} steps/s)")
+    """A rich table of a training summary: learned-reward return, GT return, success rate.
+
+    For offline runs (``iql``, ``bc``) the middle column describes the dataset's episodes.
+    """
+    offline = bool(summary.get("offline"))
+    unit = "gradient steps" if offline else "steps"
+    table = Table(title=f"{summary['task']} · {summary['agent']} · {summary['timesteps']} {unit} · "
+                  f"{summary['train_time_s']:.0f} s ({_fmt(summary.get('steps_per_s'), 0)} {unit}/s)")
     table.add_column("metric")
-    table.add_column(f"training (last {summary['train'].get('window_episodes', 0)} episodes)", justify="right")
+    n_eps = summary["train"].get("window_episodes", 0)
+    table.add_column(f"dataset ({n_eps} episodes)" if offline else f"training (last {n_eps} episodes)",
+                     justify="right")
     table.add_column("final evaluation (deterministic)", justify="right")
     tr, ev = summary["train"], summary.get("final_eval") or {}
     table.add_row("learned-reward return", _fmt(tr.get("learned_return")), "—")
@@ -106,9 +116,16 @@ def register(app: typer.Typer) -> None:
         alpha: Optional[float] = typer.Option(None, "--alpha", help="Plugin weight in blend mode."),
         agent: Optional[str] = typer.Option(
             None, "--agent", "-a",
-            help="ppo | sac | td3 (Stable-Baselines3), ppo-native | ppo-multicritic | barfi (built-in).",
+            help="ppo | sac | td3 (Stable-Baselines3), ppo-native | ppo-multicritic | barfi (built-in), "
+                 "iql | bc (offline, need --dataset).",
         ),
-        steps: Optional[int] = typer.Option(None, "--steps", "-n", help="Total environment steps."),
+        dataset: Optional[str] = typer.Option(
+            None, "--dataset", "-d",
+            help="Offline dataset for --agent iql | bc: a .npz file or minari:<dataset id>; --reward relabels it.",
+        ),
+        steps: Optional[int] = typer.Option(
+            None, "--steps", "-n", help="Total environment steps (gradient steps for iql and bc)."
+        ),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed of everything (recorded)."),
         n_envs: Optional[int] = typer.Option(None, "--n-envs", help="Number of sub-environments."),
         device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda."),
@@ -116,13 +133,17 @@ def register(app: typer.Typer) -> None:
         resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a killed run from its last checkpoint."),
         video: Optional[bool] = typer.Option(None, "--video/--no-video", help="Record videos/eval.mp4 at the end."),
         eval_episodes: Optional[int] = typer.Option(None, "--eval-episodes", help="Episodes of the final evaluation."),
+        eval_freq: Optional[int] = typer.Option(
+            None, "--eval-freq", help="Also evaluate every this many steps (0 = never; iql/bc default: steps // 10)."
+        ),
+        log_freq: Optional[int] = typer.Option(None, "--log-freq", help="Steps between metrics.jsonl lines."),
         checkpoint_freq: Optional[int] = typer.Option(None, "--checkpoint-freq", help="Steps between checkpoints."),
         hp: Optional[list[str]] = typer.Option(
             None, "--hp", help="Agent hyperparameter override KEY=VALUE (repeatable), e.g. --hp n_steps=512."
         ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
-        """Train an agent on a task card with a reward plugin; write a run folder."""
+        """Train an agent on a task card with a reward plugin (or offline on a dataset); write a run folder."""
         from ..train.config import load_run_config
         from ..train.runner import Runner
 
@@ -133,7 +154,8 @@ def register(app: typer.Typer) -> None:
                 given = {k: v for k, v in dict(
                     config=config, task=task, reward=reward, mode=mode, alpha=alpha, agent=agent, steps=steps,
                     seed=seed, n_envs=n_envs, out=out, video=video, eval_episodes=eval_episodes,
-                    checkpoint_freq=checkpoint_freq, hp=hp).items() if v not in (None, [], ())}
+                    checkpoint_freq=checkpoint_freq, hp=hp, dataset=dataset, eval_freq=eval_freq,
+                    log_freq=log_freq).items() if v not in (None, [], ())}
                 if given:
                     raise ConfigError(
                         f"--resume continues a run with its own config.yaml; drop {', '.join('--' + k.replace('_', '-') for k in given)} "
@@ -146,7 +168,7 @@ def register(app: typer.Typer) -> None:
                     task=task, reward=reward, mode=mode, alpha=alpha, agent=agent, steps=steps, seed=seed,
                     n_envs=n_envs, device=device, out=str(out) if out is not None else None, video=video,
                     eval_episodes=eval_episodes, checkpoint_freq=checkpoint_freq,
-                    agent_overrides=_parse_overrides(hp),
+                    agent_overrides=_parse_overrides(hp), dataset=dataset, eval_freq=eval_freq, log_freq=log_freq,
                 )
                 runner = Runner(cfg, progress=progress, log=log)
             summary = runner.setup().run()

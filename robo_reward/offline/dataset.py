@@ -391,6 +391,15 @@ def to_minari(dataset: OfflineDataset, dataset_id: str, data_path: str | Path | 
                 os.environ["MINARI_DATASETS_PATH"] = old
 
 
+def minari_description(mds: Any) -> str | None:
+    """The description stored with a loaded Minari dataset (``to_minari`` keeps the metadata there as JSON)."""
+    storage = getattr(mds, "storage", None)
+    desc = (getattr(storage, "metadata", None) or {}).get("description") if storage is not None else None
+    if desc is None:
+        desc = getattr(getattr(mds, "spec", None), "description", None)
+    return None if desc is None else str(desc)
+
+
 def from_minari(dataset_id: str, data_path: str | Path | None = None) -> OfflineDataset:
     """Read a local Minari dataset (any producer) into an :class:`OfflineDataset`.
 
@@ -425,8 +434,8 @@ def from_minari(dataset_id: str, data_path: str | Path | None = None) -> Offline
                     infos.setdefault(k, []).append(v[1:].astype(np.float32))
         meta = {"minari_id": dataset_id}
         try:
-            meta.update(json.loads(mds.spec.description or "{}"))
-        except (ValueError, AttributeError):
+            meta.update(json.loads(minari_description(mds) or "{}"))
+        except (ValueError, TypeError):
             pass
     finally:
         if data_path is not None:

@@ -17,6 +17,15 @@ The built-in multi-critic PPO takes its critics and their weights from the overr
 
     agent: ppo-multicritic
     agent_overrides: {critic_terms: [upright, centered], term_weights: {upright: 1.0, centered: 0.5}}
+
+Offline agents (``iql``, ``bc``) learn from a dataset; ``steps`` counts gradient steps,
+``task`` defaults to the task recorded in the dataset, and the reward (if any) relabels
+the dataset before training::
+
+    agent: iql
+    dataset: data/reach-mixed.npz
+    reward: "python:path=assets/rewards/metaworld-reach-v3.py"
+    steps: 100000
 """
 
 from __future__ import annotations
@@ -29,6 +38,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.errors import ConfigError
 from ..core.registry import get_reward_entry, parse_spec
+
+#: The offline agents (learn from ``dataset``); kept in step with ``robo_reward.train.offline``.
+OFFLINE_AGENTS = ("iql", "bc")
 
 #: Reward spec values that mean "train on the environment's own reward".
 ENV_REWARD_SPECS = (None, "env")
@@ -51,9 +63,14 @@ class RunConfig(BaseModel):
             ``ppo-multicritic`` (one critic per reward term, SLIM; presets in
             ``agents/ppo-native.yaml``) or ``barfi`` (bilevel blending of the env reward
             with the plugin's terms; ``agents/barfi.yaml``).
+            Offline agents: ``iql`` (Implicit Q-Learning, ``agents/iql.yaml``) and ``bc``
+            (behaviour cloning, ``agents/bc.yaml``), which need ``dataset``.
+        dataset: the offline dataset of ``iql``/``bc`` runs: a robo_reward ``.npz`` file
+            or ``minari:<dataset id>`` (only valid with those agents). With a ``reward``,
+            the dataset is relabelled with it (combined with the stored env reward by ``mode``).
         agent_overrides: hyperparameters merged over the preset (``overrides`` also accepted).
         steps: total environment steps to train for (across all sub-envs; PPO rounds up
-            to whole rollouts).
+            to whole rollouts); gradient steps for the offline agents.
         seed: the seed of everything (sub-env ``i`` is seeded ``seed + i``).
         n_envs: number of sub-environments (an SB3 ``DummyVecEnv``, or a Gymnasium
             ``SyncVectorEnv`` for the built-in agents).
@@ -62,7 +79,9 @@ class RunConfig(BaseModel):
             the CPU (the small MLP policies of state-based tasks train fastest on one
             thread, and more threads only fight the simulator), torch's default on a GPU.
         eval_episodes: episodes of the final deterministic evaluation (0 = none).
-        eval_freq: also evaluate every this many steps during training (0 = never).
+        eval_freq: also evaluate every this many steps during training (0 = never). Offline
+            agents, which see no episodes while they train, default to ten evaluations
+            per run (``steps // 10``) when it is not given.
         checkpoint_freq: save a resumable checkpoint every this many steps (0 = only at the end).
         log_freq: write a ``metrics.jsonl`` line every this many steps.
         video: record ``videos/eval.mp4`` of one deterministic episode at the end.
@@ -80,7 +99,8 @@ class RunConfig(BaseModel):
     mode: Literal["replace", "add", "blend", "weighted"] = "replace"
     alpha: float | None = Field(None, ge=0.0, le=1.0)
     weights: list[float] | None = None
-    agent: Literal["ppo", "sac", "td3", "ppo-native", "ppo-multicritic", "barfi"] = "ppo"
+    agent: Literal["ppo", "sac", "td3", "ppo-native", "ppo-multicritic", "barfi", "iql", "bc"] = "ppo"
+    dataset: str | None = None
     agent_overrides: dict[str, Any] = Field(
         default_factory=dict, validation_alias=AliasChoices("agent_overrides", "overrides")
     )
@@ -98,6 +118,28 @@ class RunConfig(BaseModel):
     out: str | None = Field(None, validation_alias=AliasChoices("out", "run_dir"))
     library_version: str | None = None
     resolved: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _offline_defaults(cls, data: Any) -> Any:
+        """Offline runs: the task from the dataset's metadata, ten periodic evaluations by default."""
+        if not isinstance(data, Mapping):
+            return data
+        agent = data.get("agent")
+        if not (isinstance(agent, str) and agent.strip().lower() in OFFLINE_AGENTS):
+            return data
+        data = dict(data)
+        if not data.get("task") and isinstance(data.get("dataset"), str):
+            from .offline import dataset_task
+
+            task = dataset_task(data["dataset"])
+            if task:
+                data["task"] = task
+        if data.get("eval_freq") is None:
+            steps = data.get("steps", cls.model_fields["steps"].default)
+            if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0:
+                data["eval_freq"] = max(1, steps // 10)
+        return data
 
     @field_validator("agent", mode="before")
     @classmethod
@@ -125,6 +167,12 @@ class RunConfig(BaseModel):
         from ..wrappers.mixing import resolve_mode
 
         resolve_mode(self.mode, self.alpha, self.weights)  # ConfigError says what is wrong
+        if self.agent in OFFLINE_AGENTS and not self.dataset:
+            raise ConfigError(f"agent {self.agent!r} learns offline: give it a dataset (--dataset PATH.npz or "
+                              "minari:<dataset id>)")
+        if self.dataset and self.agent not in OFFLINE_AGENTS:
+            raise ConfigError(f"dataset only applies to the offline agents ({', '.join(OFFLINE_AGENTS)}), "
+                              f"not to {self.agent!r}")
         return self
 
     @property

@@ -151,10 +151,11 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[
     (read as is, so a run whose reward plugin is no longer installed can still be
     evaluated), ``info`` names the model file and its step count. SB3 agents load as
     SB3 models, built-in ones (``ppo-native``, ``ppo-multicritic``, ``barfi``) as
-    :class:`~robo_reward.agents.ppo.PPO` / :class:`~robo_reward.agents.barfi.BARFI`
-    (both have SB3's ``predict``).
+    :class:`~robo_reward.agents.ppo.PPO` / :class:`~robo_reward.agents.barfi.BARFI`,
+    offline ones (``iql``, ``bc``) as :class:`~robo_reward.offline.iql.IQL` /
+    :class:`~robo_reward.offline.bc.BC` (all have SB3's ``predict``).
     """
-    from .config import read_yaml_mapping
+    from .config import OFFLINE_AGENTS, read_yaml_mapping
     from .native import is_native, load_native_agent
 
     run_dir = Path(run_dir)
@@ -167,6 +168,10 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[
     path, steps = _final_model_path(run_dir, cfg["agent"])
     if is_native(cfg["agent"]):
         model = load_native_agent(cfg["agent"], path, device=device)
+    elif cfg["agent"] in OFFLINE_AGENTS:
+        from .offline import load_offline_agent
+
+        model = load_offline_agent(cfg["agent"], path, device=device)
     else:
         from ..agents.sb3 import load_model
 
@@ -226,7 +231,8 @@ def evaluate(
 
     Args:
         source: a run folder (its final model, or latest checkpoint, is loaded and its
-            ``config.yaml`` gives the task) or a model with SB3's ``predict`` (SB3, built-in PPO or BARFI).
+            ``config.yaml`` gives the task) or a model with SB3's ``predict`` (SB3, built-in PPO
+            or BARFI, offline IQL or BC).
         task: task-card name or card; required when ``source`` is a model, optional
             (defaults to the run's task) for a run folder.
         episodes: number of episodes.

@@ -39,8 +39,10 @@ def is_native(agent: str) -> bool:
 
 
 def model_suffix(agent: str) -> str:
-    """The model file suffix of ``agent``: ``.pt`` for the built-in agents, ``.zip`` for SB3."""
-    return NATIVE_SUFFIX if is_native(agent) else ".zip"
+    """The model file suffix of ``agent``: ``.pt`` for the built-in and the offline agents, ``.zip`` for SB3."""
+    from .config import OFFLINE_AGENTS
+
+    return NATIVE_SUFFIX if is_native(agent) or agent in OFFLINE_AGENTS else ".zip"
 
 
 def native_preset(agent: str, family: str | None, overrides: dict[str, Any] | None,

@@ -1,9 +1,11 @@
 """Train an agent on a task card with a reward plugin, and keep everything in a run folder.
 
-The agent is a Stable-Baselines3 one (``ppo``, ``sac``, ``td3``) or a built-in one
-(``ppo-native``, ``ppo-multicritic``, ``barfi``; see :mod:`robo_reward.train.native`).
-Both write the same run folder; built-in agents' model files end in ``.pt``
-instead of ``.zip`` and they have no replay buffer. A run folder holds::
+The agent is a Stable-Baselines3 one (``ppo``, ``sac``, ``td3``), a built-in one
+(``ppo-native``, ``ppo-multicritic``, ``barfi``; see :mod:`robo_reward.train.native`) or
+an offline one that learns from a dataset (``iql``, ``bc``; see
+:mod:`robo_reward.train.offline`). All write the same run folder; built-in and offline
+agents' model files end in ``.pt`` instead of ``.zip`` and they have no replay buffer.
+A run folder holds::
 
     config.yaml          the resolved run config (seed, library version, hyperparameters, ...)
     segments.json        one entry per start of the process (the first run, then each resume)
@@ -37,6 +39,7 @@ from ..core.errors import ConfigError
 from .config import RunConfig, load_run_config, write_run_config
 from .evaluate import EVAL_SEED_OFFSET, evaluate, record_video, write_eval_json
 from .native import NATIVE_SUFFIX, is_native, model_suffix
+from .offline import REWARDS_FILE, is_offline
 
 METRICS_WINDOW = 20
 """Episodes averaged in each ``metrics.jsonl`` line and in the summary's training stats."""
@@ -207,6 +210,9 @@ class Runner:
         self.model: Any = None
         self.hyperparameters: dict[str, Any] = {}
         self.start_checkpoint: Checkpoint | None = None
+        self.dataset: Any = None
+        self.dataset_info: dict[str, Any] = {}
+        self._offline_rewards: Any = None
         self.segment = 0
         self.already_finished = False
         self._t_start = time.perf_counter()
@@ -219,6 +225,7 @@ class Runner:
 
         cfg = self.config
         native = is_native(cfg.agent)
+        offline = is_offline(cfg.agent)
         import torch
 
         if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -233,11 +240,15 @@ class Runner:
             from .native import native_preset
 
             self.hyperparameters = native_preset(cfg.agent, self.card.family, cfg.agent_overrides, cfg.torch_threads)
+        elif offline:
+            from .offline import offline_preset
+
+            self.hyperparameters = offline_preset(cfg.agent, self.card.family, cfg.agent_overrides)
         else:
             from ..agents.sb3 import load_preset
 
             self.hyperparameters = load_preset(cfg.agent, self.card.family, cfg.agent_overrides)
-        if not native and cfg.agent in ("sac", "td3") and "buffer_size" in self.hyperparameters:
+        if not native and not offline and cfg.agent in ("sac", "td3") and "buffer_size" in self.hyperparameters:
             # a buffer larger than the run never fills; capping it saves memory and checkpoint size
             self.hyperparameters["buffer_size"] = int(min(self.hyperparameters["buffer_size"], max(cfg.steps, 1)))
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -257,6 +268,8 @@ class Runner:
         start_steps = start.timesteps if start else 0
         seed = cfg.seed + start_steps  # a resumed segment must not replay the first episodes
         tb = self._tensorboard_dir()
+        if offline and not self.already_finished:
+            self._load_offline_data()
 
         if not self.resuming:
             cfg.out = str(self.run_dir)
@@ -272,12 +285,17 @@ class Runner:
                 "command": " ".join(sys.argv),
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
+            if offline:
+                cfg.resolved["dataset"] = self.dataset_info
+                cfg.resolved["step_unit"] = "gradient steps"
             write_run_config(cfg, self.run_dir / "config.yaml")
 
         if self.already_finished:
             return self
         if native:
             self._setup_native(start, seed)
+        elif offline:
+            self._setup_offline(start)
         else:
             self._setup_sb3(start, seed, tb)
         segments.append(
@@ -305,6 +323,60 @@ class Runner:
             self.log(f"resuming {self.run_dir} from step {start.timesteps} ({start.model.name})")
             # the env is reset at the next learn(), seeded with seed + the checkpoint's step count
             self.model = load_native_agent(cfg.agent, start.model, env=self.venv, device=cfg.device)
+
+    def _load_offline_data(self) -> None:
+        """Load (and relabel) the dataset of an offline run; fill :attr:`dataset_info`."""
+        from .offline import check_dataset_fits, dataset_stats, load_training_dataset, training_rewards
+
+        cfg = self.config
+        assert cfg.dataset is not None
+        recorded = (cfg.resolved or {}).get("dataset") or {} if self.resuming else {}
+        ds = load_training_dataset(cfg.dataset, fallback=recorded.get("path"))
+        if recorded.get("fingerprint"):
+            from .offline import dataset_fingerprint
+
+            if dataset_fingerprint(ds) != recorded["fingerprint"]:
+                raise ConfigError(f"the dataset {cfg.dataset} changed since {self.run_dir} started; a resumed run "
+                                  "must train on the same data (start a new run instead)")
+        low, high = check_dataset_fits(ds, self.card)
+        if cfg.reward is not None:
+            self.log(f"relabelling {len(ds)} transitions with {self.plugin.name!r}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        rewards, reward_info = training_rewards(ds, self.plugin, cfg, self.card, cache=self.run_dir / REWARDS_FILE,
+                                                progress=self.progress)
+        recorded_task = ds.metadata.get("task")
+        if recorded_task and recorded_task != self.card.name:
+            self.log(f"note: the dataset was collected on {recorded_task!r}; evaluating on {self.card.name!r}")
+        path = None if cfg.dataset.startswith("minari:") else str(Path(cfg.dataset).expanduser().resolve())
+        self.dataset = ds
+        self.dataset_info = {
+            "spec": cfg.dataset,
+            "path": path or recorded.get("path"),
+            "fingerprint": reward_info.pop("fingerprint"),
+            "transitions": len(ds),
+            "episodes": ds.n_episodes,
+            "recorded_task": recorded_task,
+            "policy": ds.metadata.get("policy"),
+            "rewards": reward_info,
+            "stats": dataset_stats(ds, rewards),
+            "action_low": low.tolist(),
+            "action_high": high.tolist(),
+        }
+        self._offline_rewards = rewards
+
+    def _setup_offline(self, start: Checkpoint | None) -> None:
+        from .offline import load_offline_agent, make_offline_agent
+
+        cfg = self.config
+        ds = self.dataset
+        if start is None:
+            self.model = make_offline_agent(cfg.agent, ds.observations.shape[1], ds.actions.shape[1],
+                                            self.hyperparameters, seed=cfg.seed, device=cfg.device)
+        else:
+            self.log(f"resuming {self.run_dir} from step {start.timesteps} ({start.model.name})")
+            self.model = load_offline_agent(cfg.agent, start.model, device=cfg.device)
+        self.model.set_action_bounds(self.dataset_info["action_low"], self.dataset_info["action_high"])
+        self.model.load_data(ds, rewards=self._offline_rewards)
 
     def _setup_sb3(self, start: Checkpoint | None, seed: int, tb: Path | None) -> None:
         from ..agents.sb3 import algorithm_class, make_model
@@ -397,6 +469,8 @@ class Runner:
             return json.loads((self.run_dir / "summary.json").read_text())
         if is_native(self.config.agent):
             return self._run_native()
+        if is_offline(self.config.agent):
+            return self._run_offline()
         from ..agents.sb3 import ALGORITHMS
 
         cfg = self.config
@@ -491,6 +565,58 @@ class Runner:
         )
         return self._finish(runlog, steps_done, steps_done - start_steps, train_time, total_train)
 
+    def _run_offline(self) -> dict[str, Any]:
+        """``run()`` for an offline agent: gradient steps on the dataset, recorded by :class:`~robo_reward.train.offline.OfflineRunLog`."""
+        from .offline import OfflineRunLog, last_checkpoint_eval
+
+        cfg = self.config
+        start = self.start_checkpoint
+        start_steps = start.timesteps if start else 0
+        for cb in self.extra_callbacks:
+            if not callable(cb) or hasattr(cb, "init_callback"):
+                raise ConfigError(
+                    f"an offline agent ({cfg.agent}) takes plain functions of the per-chunk metrics dict as "
+                    f"callbacks, not {type(cb).__name__} (SB3 callbacks only work with ppo, sac and td3)"
+                )
+        eval_fn = None
+        if cfg.eval_freq > 0 and cfg.eval_episodes > 0:
+            eval_seed = cfg.seed + EVAL_SEED_OFFSET
+            eval_fn = lambda m: evaluate(m, self.card, cfg.eval_episodes, eval_seed)  # noqa: E731
+        runlog = OfflineRunLog(
+            self.run_dir, self.model, cfg.agent, cfg.steps,
+            log_freq=cfg.log_freq, checkpoint_freq=cfg.checkpoint_freq, segment=self.segment,
+            start_timesteps=start_steps, wall_time_offset=start.train_time_s if start else 0.0,
+            tensorboard_dir=self._tensorboard_dir(), evaluate_fn=eval_fn, eval_freq=cfg.eval_freq,
+            progress=self.progress, hooks=self.extra_callbacks,
+            dataset_summary=self.dataset_info.get("stats"),
+            last_eval=last_checkpoint_eval(start.json_path) if start else None,
+        )
+        t0 = time.perf_counter()
+        completed = False
+        try:
+            runlog.start()
+            runlog.train()
+            completed = True
+        except KeyboardInterrupt:
+            if self.model.num_timesteps > max(start_steps, runlog.last_checkpoint_steps):
+                path = runlog.save_checkpoint()
+                self.log(f"interrupted: saved {path.name}; continue with 'robo-reward train --resume {self.run_dir}'")
+            raise
+        finally:
+            if not completed:
+                runlog.close()
+        runlog.finish()
+        train_time = time.perf_counter() - t0
+        steps_done = int(self.model.num_timesteps)
+        total_train = (start.train_time_s if start else 0.0) + train_time
+        self.model.save(self.run_dir / f"final_model{model_suffix(cfg.agent)}")
+        _write_json(
+            self.run_dir / "final_model.json",
+            {"timesteps": steps_done, "train_time_s": round(total_train, 3), "segment": self.segment,
+             "episodes": 0},
+        )
+        return self._finish(runlog, steps_done, steps_done - start_steps, train_time, total_train)
+
     # ------------------------------------------------------------------ finishing
     def _finish(
         self, metrics: Any, steps_done: int, steps_this_segment: int, train_time: float, total_train: float
@@ -537,6 +663,9 @@ class Runner:
             "final_eval": {k: final_eval[k] for k in eval_keys} if final_eval else None,
             **video,
             **({"agent_stats": metrics.summary_extra} if getattr(metrics, "summary_extra", None) else {}),
+            **({"offline": True, "step_unit": "gradient steps", "dataset": {
+                k: v for k, v in self.dataset_info.items() if k not in ("stats", "action_low", "action_high")}}
+               if is_offline(cfg.agent) else {}),
             "library_version": cfg.library_version,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

@@ -1,0 +1,572 @@
+"""Offline agents in ``robo-reward train``: ``iql`` and ``bc`` learn from a dataset instead of an env.
+
+``robo-reward train --agent iql --dataset data/reach.npz [--reward SPEC] --steps 100000``
+loads the dataset (a robo_reward ``.npz`` file, or a local Minari dataset written
+``minari:<dataset id>``), optionally relabels its rewards with a reward plugin, trains
+for ``steps`` *gradient steps* and writes the same run folder as the online agents:
+
+* ``config.yaml`` with ``resolved.dataset``: path, fingerprint, size, the reward used
+  and the dataset's own return and success statistics;
+* ``metrics.jsonl``: every ``log_freq`` gradient steps the mean losses since the
+  previous line (IQL: ``v_loss``, ``q_loss``, ``pi_loss``, ``adv_weight``; BC:
+  ``bc_loss``, ``mse``) beside the usual fields (``steps_per_s`` counts gradient
+  steps over the wall time, evaluations included; ``grad_steps_per_s`` leaves them out); ``env_return`` / ``success_rate`` /
+  ``ep_length`` / ``window_episodes`` come from the latest periodic evaluation
+  (deterministic episodes in the task card's env, ground-truth reward) and
+  ``eval_timesteps`` says at which step it ran; ``learned_return`` is ``None`` (there
+  are no training episodes);
+* ``evals.jsonl``, TensorBoard scalars (``train/…``, ``eval/…``), resumable
+  checkpoints ``checkpoints/step_<N>.pt`` (networks, optimiser, sampling generator)
+  with their JSON marker, ``final_model.pt``, ``eval.json``, ``videos/eval.mp4`` and
+  ``summary.json``, whose ``train`` block describes the dataset.
+
+Rewards: without ``--reward`` the dataset's ``rewards`` column is used as stored (the
+env reward, unless the file was relabelled before it was saved). With ``--reward
+SPEC`` the plugin relabels every transition (:func:`~robo_reward.offline.dataset.relabel`)
+and ``--mode`` combines it with the stored env reward as online (``replace``, ``add``,
+``blend``, ``weighted``). The relabelled rewards are kept in the run folder
+(``dataset_rewards.npz``) so a resumed run trains on exactly the same values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..core.errors import ConfigError, RoboRewardError
+from .config import OFFLINE_AGENTS as _CONFIG_OFFLINE_AGENTS
+from .records import append_jsonl, write_json_atomic
+
+#: ``robo-reward train --agent`` names of the offline agents.
+OFFLINE_AGENTS: tuple[str, ...] = _CONFIG_OFFLINE_AGENTS
+
+#: The preset file of each offline agent, under ``agents/``.
+PRESET_FILES = {"iql": "iql.yaml", "bc": "bc.yaml"}
+
+#: Model files of offline agents end with this.
+OFFLINE_SUFFIX = ".pt"
+
+#: Where relabelled rewards are kept in a run folder.
+REWARDS_FILE = "dataset_rewards.npz"
+
+MINARI_PREFIX = "minari:"
+
+
+def is_offline(agent: str) -> bool:
+    """True for the offline agents (:data:`OFFLINE_AGENTS`)."""
+    return agent in OFFLINE_AGENTS
+
+
+def agent_class(agent: str) -> type:
+    """The class of an offline agent: :class:`~robo_reward.offline.iql.IQL` or :class:`~robo_reward.offline.bc.BC`."""
+    if agent == "iql":
+        from ..offline.iql import IQL
+
+        return IQL
+    if agent == "bc":
+        from ..offline.bc import BC
+
+        return BC
+    raise ConfigError(f"{agent!r} is not an offline agent; they are {', '.join(OFFLINE_AGENTS)}")
+
+
+def offline_preset(agent: str, family: str | None, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Hyperparameters of an offline agent: ``agents/<agent>.yaml``'s ``default`` ← ``family`` ← ``overrides``.
+
+    Validated against the agent's config dataclass (``IQLConfig`` / ``BCConfig``); the
+    result is plain YAML-friendly values (layer sizes as a list). ``seed`` is set by the
+    run, not here.
+
+    Raises:
+        ConfigError: a bad key (the valid ones are listed) or value.
+    """
+    from dataclasses import asdict
+
+    from ..agents.presets import layered_preset
+    from ..offline.iql import config_from_mapping
+
+    cls = agent_class(agent)
+    params = layered_preset(PRESET_FILES[agent], family, overrides, what=agent.upper())
+    if "seed" in params:
+        raise ConfigError(f"set the seed of an {agent} run with the run's seed (--seed), not in its hyperparameters")
+    cfg = config_from_mapping(cls.config_class, params, agent.upper())
+    out = asdict(cfg)
+    out.pop("seed", None)
+    out["hidden"] = list(out["hidden"])
+    return out
+
+
+def make_offline_agent(agent: str, obs_dim: int, act_dim: int, hyperparameters: dict[str, Any], seed: int,
+                       device: str) -> Any:
+    """Build an offline agent from resolved hyperparameters (see :func:`offline_preset`)."""
+    from ..offline.iql import config_from_mapping
+
+    cls = agent_class(agent)
+    cfg = config_from_mapping(cls.config_class, {**hyperparameters, "seed": int(seed)}, agent.upper())
+    return cls(obs_dim, act_dim, cfg, device=device)
+
+
+def load_offline_agent(agent: str, path: str | Path, device: str = "auto", env: Any = None) -> Any:
+    """Load an offline agent's checkpoint (``env`` is ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no saved model at {path}")
+    return agent_class(agent).load(path, device=device)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def _minari_id(spec: str) -> str | None:
+    if spec.startswith(MINARI_PREFIX):
+        return spec[len(MINARI_PREFIX):].strip() or None
+    return None
+
+
+def resolve_dataset_path(spec: str, fallback: str | None = None) -> Path:
+    """The ``.npz`` file a dataset spec names (``fallback``, e.g. the absolute path recorded at creation, if it is gone).
+
+    Raises:
+        ConfigError: neither exists.
+    """
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    if fallback and Path(fallback).is_file():
+        return Path(fallback)
+    hint = (" (a Minari dataset is written minari:<dataset id>)" if "/" in spec and not spec.endswith(".npz")
+            else "")
+    raise ConfigError(f"dataset {spec} does not exist{hint}; collect one with "
+                      "'robo_reward.offline.collect_dataset(...).save(path)'")
+
+
+def load_training_dataset(spec: str, fallback: str | None = None) -> Any:
+    """Load the dataset of an offline run: a robo_reward ``.npz`` file, or ``minari:<dataset id>``.
+
+    Raises:
+        ConfigError: the file is missing or not a dataset, or Minari is not installed.
+    """
+    from ..offline.dataset import from_minari, load_dataset
+
+    mid = _minari_id(spec)
+    if mid is not None:
+        return from_minari(mid)
+    return load_dataset(resolve_dataset_path(spec, fallback))
+
+
+def dataset_task(spec: str) -> str | None:
+    """The task card recorded in a dataset's metadata, read without loading its arrays (``None`` if unknown)."""
+    try:
+        if _minari_id(spec) is not None:
+            import minari
+
+            from ..offline.dataset import minari_description
+
+            desc = minari_description(minari.load_dataset(_minari_id(spec))) or "{}"
+            return json.loads(desc).get("task")
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["metadata"])).get("task")
+    except Exception:  # a peek only: the real load reports problems properly
+        return None
+
+
+def dataset_fingerprint(dataset: Any) -> str:
+    """A BLAKE2 digest of the dataset's transitions (observations, actions, env rewards, episode boundaries)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in ("observations", "actions", "next_observations", "env_rewards", "rewards", "terminations",
+                 "truncations", "episode_ids"):
+        arr = np.ascontiguousarray(getattr(dataset, name))
+        h.update(name.encode())
+        h.update(str(arr.shape).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def training_rewards(dataset: Any, plugin: Any, config: Any, card: Any, cache: Path | None = None,
+                     progress: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """The rewards an offline run trains on, and a description of them.
+
+    ``config.reward`` ``None``: the dataset's stored ``rewards``. Otherwise the plugin's
+    reward for every transition (:func:`~robo_reward.offline.dataset.relabel`), mixed
+    with the stored env reward by ``config.mode``. When ``cache`` exists and was written
+    for the same dataset and reward, its rewards are used instead of relabelling again;
+    otherwise the new rewards are written there.
+    """
+    from ..offline.dataset import relabel
+    from ..wrappers.mixing import resolve_mode
+
+    fingerprint = dataset_fingerprint(dataset)
+    if config.reward is None:
+        stored = dataset.metadata.get("reward")
+        return np.asarray(dataset.rewards, np.float32), {
+            "source": "dataset", "dataset_reward": stored if stored is not None else "env", "fingerprint": fingerprint,
+        }
+    key = json.dumps({"reward": config.reward, "mode": config.mode, "alpha": config.alpha, "weights": config.weights,
+                      "dataset": fingerprint}, sort_keys=True, default=str)
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            if str(z["key"]) == key and z["rewards"].shape == (len(dataset),):
+                return np.asarray(z["rewards"], np.float32), {"source": "relabelled", "cached": True,
+                                                              "fingerprint": fingerprint}
+    mix = resolve_mode(config.mode, config.alpha, config.weights)
+    relabelled = relabel(dataset, plugin, task=card, progress=progress)
+    rewards = mix.combine(np.asarray(relabelled.rewards, np.float32), np.asarray(dataset.env_rewards, np.float32))
+    if not np.isfinite(rewards).all():
+        bad = np.flatnonzero(~np.isfinite(rewards))[:5].tolist()
+        raise RoboRewardError(f"the reward {plugin.name!r} is not finite on dataset rows {bad}; fix the reward")
+    if cache is not None:
+        tmp = cache.with_name(cache.name + ".tmp.npz")
+        np.savez(tmp, rewards=rewards, key=np.array(key))
+        tmp.replace(cache)
+    return rewards, {"source": "relabelled", "cached": False, "fingerprint": fingerprint}
+
+
+def dataset_stats(dataset: Any, rewards: np.ndarray) -> dict[str, Any]:
+    """Per-episode means of the dataset: training-reward return, env (ground-truth) return, success rate, length."""
+    slices = dataset.episode_slices()
+    learned = [float(rewards[s].sum()) for s in slices]
+    env = [float(dataset.env_rewards[s].sum()) for s in slices]
+    success = None
+    if "is_success" in dataset.infos:
+        success = float(np.mean(dataset.episode_success("is_success")))
+    elif "success" in dataset.infos:
+        success = float(np.mean(dataset.episode_success("success")))
+    return {
+        "learned_return": float(np.mean(learned)) if learned else None,
+        "env_return": float(np.mean(env)) if env else None,
+        "success_rate": success,
+        "ep_length": float(np.mean([s.stop - s.start for s in slices])) if slices else None,
+        "window_episodes": len(slices),
+        "transitions": len(dataset),
+    }
+
+
+def check_dataset_fits(dataset: Any, card: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Check that the dataset's observation and action sizes match the card's env; return its action bounds.
+
+    Raises:
+        ConfigError: the sizes differ (the dataset was collected on another task).
+    """
+    from ..envs import make_env
+
+    env = make_env(card)
+    try:
+        obs_shape = tuple(env.observation_space.shape or ())
+        low = np.asarray(env.action_space.low, np.float64).reshape(-1)
+        high = np.asarray(env.action_space.high, np.float64).reshape(-1)
+    finally:
+        env.close()
+    d_obs, d_act = tuple(dataset.observations.shape[1:]), tuple(dataset.actions.shape[1:])
+    if d_obs != obs_shape or d_act != (low.size,):
+        recorded = dataset.metadata.get("task")
+        raise ConfigError(
+            f"the dataset has observations {d_obs} and actions {d_act}, but {card.name}'s env has {obs_shape} and "
+            f"({low.size},)" + (f"; the dataset was collected on {recorded!r}" if recorded else "")
+        )
+    return low, high
+
+
+# ----------------------------------------------------------------------------- the run log
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+class OfflineRunLog:
+    """Records of an offline run: ``metrics.jsonl``, TensorBoard, checkpoints, evaluations, progress bar.
+
+    :meth:`train` drives the agent in chunks of gradient steps that end exactly on the
+    log, checkpoint and evaluation boundaries.
+
+    Args:
+        run_dir: the run folder.
+        agent: an :class:`~robo_reward.offline.iql.OfflineAgent`.
+        agent_name: ``iql`` or ``bc``.
+        total_steps: the run's gradient-step target.
+        log_freq: steps between ``metrics.jsonl`` lines.
+        checkpoint_freq: steps between checkpoints (0: none, except :meth:`save_checkpoint` calls).
+        segment: the training segment (0, then +1 per resume).
+        start_timesteps: the step counter when this segment started.
+        wall_time_offset: training seconds spent in earlier segments.
+        tensorboard_dir: where to write TensorBoard events (``None``: none).
+        evaluate_fn: ``evaluate_fn(agent)`` → an evaluation dict, run every ``eval_freq`` steps.
+        eval_freq: steps between evaluations (0: never).
+        progress: show a progress bar.
+        hooks: user functions called with each chunk's metrics dict (``timesteps`` and the
+            losses); one returning ``False`` stops training.
+        dataset_summary: the dataset statistics reported as the summary's ``train`` block.
+        last_eval: the latest evaluation of earlier segments (resumed runs), if any.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        agent: Any,
+        agent_name: str,
+        total_steps: int,
+        *,
+        log_freq: int,
+        checkpoint_freq: int,
+        segment: int = 0,
+        start_timesteps: int = 0,
+        wall_time_offset: float = 0.0,
+        tensorboard_dir: Path | None = None,
+        evaluate_fn: Callable[[Any], dict[str, Any]] | None = None,
+        eval_freq: int = 0,
+        progress: bool = True,
+        hooks: Sequence[Callable[[dict[str, Any]], Any]] = (),
+        dataset_summary: dict[str, Any] | None = None,
+        last_eval: dict[str, Any] | None = None,
+    ):
+        self.run_dir = Path(run_dir)
+        self.agent = agent
+        self.agent_name = agent_name
+        self.total_steps = int(total_steps)
+        self.log_freq = int(log_freq)
+        self.checkpoint_freq = int(checkpoint_freq)
+        self.segment = int(segment)
+        self.start_timesteps = int(start_timesteps)
+        self.wall_time_offset = float(wall_time_offset)
+        self.evaluate_fn = evaluate_fn
+        self.eval_freq = int(eval_freq)
+        self.hooks = list(hooks)
+        self.dataset_summary = dict(dataset_summary or {})
+        self.timesteps = self.start_timesteps
+        self.episodes = 0
+        self.lines = 0
+        self.saved: list[Path] = []
+        self.eval_results: list[dict[str, Any]] = []
+        self.last_eval: dict[str, Any] | None = last_eval
+        self.last_losses: dict[str, float] = {}
+        self._loss_sums: dict[str, float] = {}
+        self._loss_steps = 0
+        self._last_log = self._last_ckpt = self._last_eval = self.start_timesteps
+        self._t0 = time.perf_counter()
+        self._eval_time = 0.0
+        self.writer: Any = None
+        if tensorboard_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(Path(tensorboard_dir) / f"{agent_name}_{self.segment + 1}"),
+                                        flush_secs=10)
+        self.bar: Any = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total_steps, initial=min(self.start_timesteps, self.total_steps),
+                            unit="step", dynamic_ncols=True, desc=f"train {agent_name}")
+
+    # ------------------------------------------------------------------ timing
+    @property
+    def last_checkpoint_steps(self) -> int:
+        """The step count of the last checkpoint saved (the segment's start before the first)."""
+        return self._last_ckpt
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds of this segment so far (gradient steps and evaluations)."""
+        return time.perf_counter() - self._t0
+
+    @property
+    def total_train_time(self) -> float:
+        """Training seconds over all segments (earlier ones from the checkpoint)."""
+        return self.wall_time_offset + self.elapsed
+
+    def start(self) -> None:
+        """Restart the clock (call right before training)."""
+        self._t0 = time.perf_counter()
+
+    # ------------------------------------------------------------------ the loop
+    def _next_chunk(self, steps: int, chunk: int) -> int:
+        n = min(self.total_steps - steps, chunk, self.log_freq - (steps - self._last_log))
+        if self.checkpoint_freq > 0:
+            n = min(n, self.checkpoint_freq - (steps - self._last_ckpt))
+        if self.evaluate_fn is not None and self.eval_freq > 0:
+            n = min(n, self.eval_freq - (steps - self._last_eval))
+        return max(1, n)
+
+    def train(self, chunk: int = 100) -> None:
+        """Train the agent to ``total_steps`` gradient steps, writing the records on the way."""
+        while self.agent.steps < self.total_steps:
+            n = self._next_chunk(int(self.agent.steps), chunk)
+            losses = self.agent.train_steps(n)
+            if not self(losses, n):
+                break
+
+    def __call__(self, losses: dict[str, float], n: int) -> bool:
+        """Record a chunk of ``n`` gradient steps with mean ``losses``; ``False`` when a hook asks to stop."""
+        steps = int(self.agent.steps)
+        self.timesteps = steps
+        self.last_losses = dict(losses)
+        for k, v in losses.items():
+            self._loss_sums[k] = self._loss_sums.get(k, 0.0) + float(v) * n
+        self._loss_steps += n
+        if self.writer is not None:
+            for k, v in losses.items():
+                self.writer.add_scalar(f"train/{k}", float(v), steps)
+        if self.evaluate_fn is not None and self.eval_freq > 0 and steps - self._last_eval >= self.eval_freq:
+            self._evaluate()
+        if steps - self._last_log >= self.log_freq:
+            self.write_line()
+        if self.checkpoint_freq > 0 and steps - self._last_ckpt >= self.checkpoint_freq and steps < self.total_steps:
+            self.save_checkpoint()
+        if self.bar is not None:
+            self.bar.update(max(0, min(steps, self.total_steps) - self.bar.n))
+            post = {k: _fmt(v) for k, v in losses.items() if k in ("q_loss", "pi_loss", "bc_loss")}
+            if self.last_eval is not None:
+                post["gt_return"] = f"{self.last_eval['return_mean']:.1f}"
+                post["succ"] = f"{self.last_eval['success_rate']:.2f}"
+            self.bar.set_postfix(post, refresh=False)
+        stop = False
+        for hook in self.hooks:
+            if hook({"timesteps": steps, **losses}) is False:
+                stop = True
+        return not stop
+
+    # ------------------------------------------------------------------ records
+    def stats(self) -> dict[str, Any]:
+        """The summary's ``train`` block: the dataset's statistics (there are no training episodes)."""
+        return dict(self.dataset_summary)
+
+    @property
+    def summary_extra(self) -> dict[str, Any] | None:
+        """Agent facts for ``summary.json``: the last losses and the last periodic evaluation."""
+        out: dict[str, Any] = {"last_losses": self.last_losses} if self.last_losses else {}
+        if self.last_eval is not None:
+            out["last_eval"] = self.last_eval
+        return out or None
+
+    def write_line(self) -> dict[str, Any]:
+        """Write one ``metrics.jsonl`` line now and return it."""
+        elapsed = self.elapsed
+        done_here = self.timesteps - self.start_timesteps
+        ev = self.last_eval or {}
+        record: dict[str, Any] = {
+            "timesteps": self.timesteps,
+            "segment": self.segment,
+            "time_s": round(self.wall_time_offset + elapsed, 3),
+            "steps_per_s": round(done_here / elapsed, 1) if elapsed > 0 else None,
+            "grad_steps_per_s": (round(done_here / (elapsed - self._eval_time), 1)
+                                 if elapsed - self._eval_time > 0 else None),
+            "episodes": 0,
+            "learned_return": None,
+            "env_return": ev.get("return_mean"),
+            "success_rate": ev.get("success_rate"),
+            "ep_length": ev.get("length_mean"),
+            "window_episodes": int(ev.get("episodes") or 0),
+            "eval_timesteps": ev.get("timesteps"),
+        }
+        if self._loss_steps:
+            record.update({k: v / self._loss_steps for k, v in self._loss_sums.items()})
+        record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        append_jsonl(self.run_dir / "metrics.jsonl", record)
+        self._loss_sums, self._loss_steps = {}, 0
+        self._last_log = self.timesteps
+        self.lines += 1
+        return record
+
+    def save_checkpoint(self) -> Path:
+        """Save ``checkpoints/step_<N>.pt`` and then its JSON marker; return the marker's path."""
+        directory = self.run_dir / "checkpoints"
+        directory.mkdir(parents=True, exist_ok=True)
+        steps = int(self.agent.num_timesteps)
+        stem = f"step_{steps:09d}"
+        model = directory / f"{stem}{OFFLINE_SUFFIX}"
+        self.agent.save(model)  # written through a temporary file
+        info = {
+            "timesteps": steps,
+            "model": model.name,
+            "replay_buffer": None,
+            "segment": self.segment,
+            "train_time_s": round(self.total_train_time, 3),
+            "episodes": 0,
+            "last_eval": self.last_eval,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        json_path = directory / f"{stem}.json"
+        write_json_atomic(json_path, info)
+        self._last_ckpt = steps
+        self.saved.append(json_path)
+        if self.writer is not None:
+            self.writer.flush()
+        return json_path
+
+    def _evaluate(self) -> None:
+        assert self.evaluate_fn is not None
+        self._last_eval = self.timesteps
+        t0 = time.perf_counter()
+        res = self.evaluate_fn(self.agent)
+        self._eval_time += time.perf_counter() - t0
+        row = {
+            "timesteps": self.timesteps,
+            "success_rate": res["success_rate"],
+            "success_ci": res["success_ci"],
+            "return_mean": res["return_mean"],
+            "return_ci": res["return_ci"],
+            "length_mean": res.get("length_mean"),
+            "episodes": res["episodes"],
+        }
+        append_jsonl(self.run_dir / "evals.jsonl", row)
+        self.eval_results.append(row)
+        self.last_eval = row
+        if self.writer is not None:
+            self.writer.add_scalar("eval/env_return", float(res["return_mean"]), self.timesteps)
+            self.writer.add_scalar("eval/success_rate", float(res["success_rate"]), self.timesteps)
+
+    def finish(self) -> None:
+        """Write the last line (if steps were taken since), close the bar and the writer."""
+        if self.timesteps > self._last_log:
+            self.write_line()
+        self.close()
+
+    def close(self) -> None:
+        """Close the progress bar and flush and close TensorBoard."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+            self.writer = None
+
+
+def last_checkpoint_eval(json_path: Path | None) -> dict[str, Any] | None:
+    """The ``last_eval`` a checkpoint's JSON marker recorded (``None`` if none)."""
+    if json_path is None or not Path(json_path).is_file():
+        return None
+    try:
+        return json.loads(Path(json_path).read_text()).get("last_eval")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+__all__ = [
+    "MINARI_PREFIX",
+    "OFFLINE_AGENTS",
+    "OFFLINE_SUFFIX",
+    "OfflineRunLog",
+    "REWARDS_FILE",
+    "agent_class",
+    "check_dataset_fits",
+    "dataset_fingerprint",
+    "dataset_stats",
+    "dataset_task",
+    "is_offline",
+    "last_checkpoint_eval",
+    "load_offline_agent",
+    "load_training_dataset",
+    "make_offline_agent",
+    "offline_preset",
+    "resolve_dataset_path",
+    "training_rewards",
+]
