@@ -19,6 +19,13 @@ _FALSE1.flags.writeable = False
 _TRUE1.flags.writeable = False
 _IDS1 = np.zeros(1, dtype=np.int64)
 _IDS1.flags.writeable = False
+# The whole batch of a plugin that asks for nothing, for each (terminated, truncated):
+# every field is a shared read-only array or None, so one object per case serves every step.
+_BARE = {
+    (te, tr): TransitionBatch(_TRUE1 if te else _FALSE1, _TRUE1 if tr else _FALSE1, None, _IDS1)
+    for te in (False, True)
+    for tr in (False, True)
+}
 
 
 class RewardWrapper(gym.Wrapper):
@@ -85,9 +92,8 @@ class RewardWrapper(gym.Wrapper):
             raise gym.error.ResetNeeded("call reset() before the first step()")
         obs, env_r, terminated, truncated, info = self.env.step(action)
         env_r = float(env_r)
-        if self._bare:  # the plugin asked for nothing: the smallest batch there is
-            out = self.plugin.compute(TransitionBatch(_TRUE1 if terminated else _FALSE1,
-                                                _TRUE1 if truncated else _FALSE1, None, _IDS1))
+        if self._bare:  # the plugin asked for nothing: a prebuilt batch
+            out = self.plugin.compute(_BARE[terminated, truncated])
         else:
             out = self.plugin.compute(TransitionBatch(
                 _TRUE1 if terminated else _FALSE1,
