@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,8 +17,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from ..core.errors import RoboRewardError
-from .records import append_jsonl
-from .records import finite_or_none as _finite_or_none
+from .records import EpisodeWindow, SegmentClock, append_jsonl, line_head
 from .records import mean_or_none as _mean
 
 __all__ = [
@@ -31,7 +29,7 @@ __all__ = [
 ]
 
 
-class EpisodeMetricsCallback(BaseCallback):
+class EpisodeMetricsCallback(SegmentClock, BaseCallback):
     """Track episodes of the training envs and write ``metrics.jsonl`` every ``log_freq`` steps.
 
     For every finished episode it records the return of the reward the agent learns
@@ -68,10 +66,7 @@ class EpisodeMetricsCallback(BaseCallback):
         self.segment = int(segment)
         self.start_timesteps = int(start_timesteps)
         self.wall_time_offset = float(wall_time_offset)
-        self.learned: deque[float] = deque(maxlen=self.window)
-        self.env: deque[float] = deque(maxlen=self.window)
-        self.success: deque[float] = deque(maxlen=self.window)
-        self.lengths: deque[int] = deque(maxlen=self.window)
+        self.recent = EpisodeWindow(self.window)
         self.episodes = int(start_episodes)
         self.lines = 0
         self._last_log = self.start_timesteps
@@ -80,16 +75,6 @@ class EpisodeMetricsCallback(BaseCallback):
         self._run_env: np.ndarray | None = None
         self._run_success: np.ndarray | None = None
         self._run_len: np.ndarray | None = None
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds of training in this segment so far."""
-        return time.perf_counter() - self._t0
-
-    @property
-    def total_train_time(self) -> float:
-        """Training seconds over all segments (earlier ones from the checkpoint)."""
-        return self.wall_time_offset + self.elapsed
 
     def _init_callback(self) -> None:
         n = self.training_env.num_envs
@@ -120,19 +105,16 @@ class EpisodeMetricsCallback(BaseCallback):
         self._run_env += env_r
         self._run_len += 1
         for i in np.flatnonzero(dones):
-            self.learned.append(float(self._run_learned[i]))
-            self.env.append(float(self._run_env[i]))
-            self.success.append(float(self._run_success[i]))
-            self.lengths.append(int(self._run_len[i]))
+            self.recent.add(self._run_learned[i], self._run_env[i], self._run_success[i], self._run_len[i])
             self.episodes += 1
             self._run_learned[i] = self._run_env[i] = 0.0
             self._run_success[i] = False
             self._run_len[i] = 0
-        if len(self.learned):
-            self.logger.record("rollout/learned_return", _mean(self.learned))
-            self.logger.record("rollout/env_return", _mean(self.env))
-            self.logger.record("rollout/success_rate", _mean(self.success))
-            self.logger.record("rollout/ep_length", _mean(self.lengths))
+        if len(self.recent):
+            self.logger.record("rollout/learned_return", _mean(self.recent.learned))
+            self.logger.record("rollout/env_return", _mean(self.recent.env))
+            self.logger.record("rollout/success_rate", _mean(self.recent.success))
+            self.logger.record("rollout/ep_length", _mean(self.recent.lengths))
         if self.num_timesteps - self._last_log >= self.log_freq:
             self.write_line()
         return True
@@ -143,23 +125,12 @@ class EpisodeMetricsCallback(BaseCallback):
 
     def stats(self) -> dict[str, Any]:
         """Means over the last ``window`` finished episodes (``None`` before the first one)."""
-        return {
-            "learned_return": _finite_or_none(_mean(self.learned)),
-            "env_return": _finite_or_none(_mean(self.env)),
-            "success_rate": _finite_or_none(_mean(self.success)),
-            "ep_length": _finite_or_none(_mean(self.lengths)),
-            "window_episodes": len(self.learned),
-        }
+        return self.recent.stats()
 
     def write_line(self) -> dict[str, Any]:
         """Write one ``metrics.jsonl`` line now and return it."""
-        elapsed = self.elapsed
-        done_here = int(self.num_timesteps) - self.start_timesteps
         record = {
-            "timesteps": int(self.num_timesteps),
-            "segment": self.segment,
-            "time_s": round(self.wall_time_offset + elapsed, 3),
-            "steps_per_s": round(done_here / elapsed, 1) if elapsed > 0 else None,
+            **line_head(self.num_timesteps, self.segment, self.start_timesteps, self.wall_time_offset, self.elapsed),
             "episodes": self.episodes,
             **self.stats(),
         }

@@ -33,15 +33,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..core.errors import ConfigError, RoboRewardError
 from .config import OFFLINE_AGENTS as _CONFIG_OFFLINE_AGENTS
-from .records import append_jsonl, write_json_atomic
+from .runlog import RunLog
 
 #: ``robo-reward train --agent`` names of the offline agents.
 OFFLINE_AGENTS: tuple[str, ...] = _CONFIG_OFFLINE_AGENTS
@@ -282,11 +281,13 @@ def _fmt(x: Any) -> str:
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
-class OfflineRunLog:
+class OfflineRunLog(RunLog):
     """Records of an offline run: ``metrics.jsonl``, TensorBoard, checkpoints, evaluations, progress bar.
 
     :meth:`train` drives the agent in chunks of gradient steps that end exactly on the
-    log, checkpoint and evaluation boundaries.
+    log, checkpoint and evaluation boundaries. The clock counts gradient steps and
+    evaluations; a due evaluation runs before the line of the same step, so the line
+    reports it.
 
     Args:
         run_dir: the run folder.
@@ -306,85 +307,24 @@ class OfflineRunLog:
             losses); one returning ``False`` stops training.
         dataset_summary: the dataset statistics reported as the summary's ``train`` block.
         last_eval: the latest evaluation of earlier segments (resumed runs), if any.
+
+    The keyword arguments other than ``dataset_summary`` and ``last_eval`` are
+    :class:`~robo_reward.train.runlog.RunLog`'s.
     """
 
-    def __init__(
-        self,
-        run_dir: Path,
-        agent: Any,
-        agent_name: str,
-        total_steps: int,
-        *,
-        log_freq: int,
-        checkpoint_freq: int,
-        segment: int = 0,
-        start_timesteps: int = 0,
-        wall_time_offset: float = 0.0,
-        tensorboard_dir: Path | None = None,
-        evaluate_fn: Callable[[Any], dict[str, Any]] | None = None,
-        eval_freq: int = 0,
-        progress: bool = True,
-        hooks: Sequence[Callable[[dict[str, Any]], Any]] = (),
-        dataset_summary: dict[str, Any] | None = None,
-        last_eval: dict[str, Any] | None = None,
-    ):
-        self.run_dir = Path(run_dir)
-        self.agent = agent
-        self.agent_name = agent_name
-        self.total_steps = int(total_steps)
-        self.log_freq = int(log_freq)
-        self.checkpoint_freq = int(checkpoint_freq)
-        self.segment = int(segment)
-        self.start_timesteps = int(start_timesteps)
-        self.wall_time_offset = float(wall_time_offset)
-        self.evaluate_fn = evaluate_fn
-        self.eval_freq = int(eval_freq)
-        self.hooks = list(hooks)
+    checkpoint_suffix = OFFLINE_SUFFIX
+    eval_before_line = True
+    eval_length = True
+
+    def __init__(self, run_dir: Path, agent: Any, agent_name: str, total_steps: int, *,
+                 dataset_summary: dict[str, Any] | None = None, last_eval: dict[str, Any] | None = None,
+                 **kwargs: Any):
+        super().__init__(run_dir, agent, agent_name, total_steps, bar_desc=f"train {agent_name}", **kwargs)
         self.dataset_summary = dict(dataset_summary or {})
-        self.timesteps = self.start_timesteps
-        self.episodes = 0
-        self.lines = 0
-        self.saved: list[Path] = []
-        self.eval_results: list[dict[str, Any]] = []
-        self.last_eval: dict[str, Any] | None = last_eval
+        self.last_eval = last_eval
         self.last_losses: dict[str, float] = {}
         self._loss_sums: dict[str, float] = {}
         self._loss_steps = 0
-        self._last_log = self._last_ckpt = self._last_eval = self.start_timesteps
-        self._t0 = time.perf_counter()
-        self._eval_time = 0.0
-        self.writer: Any = None
-        if tensorboard_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(Path(tensorboard_dir) / f"{agent_name}_{self.segment + 1}"),
-                                        flush_secs=10)
-        self.bar: Any = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.total_steps, initial=min(self.start_timesteps, self.total_steps),
-                            unit="step", dynamic_ncols=True, desc=f"train {agent_name}")
-
-    # ------------------------------------------------------------------ timing
-    @property
-    def last_checkpoint_steps(self) -> int:
-        """The step count of the last checkpoint saved (the segment's start before the first)."""
-        return self._last_ckpt
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds of this segment so far (gradient steps and evaluations)."""
-        return time.perf_counter() - self._t0
-
-    @property
-    def total_train_time(self) -> float:
-        """Training seconds over all segments (earlier ones from the checkpoint)."""
-        return self.wall_time_offset + self.elapsed
-
-    def start(self) -> None:
-        """Restart the clock (call right before training)."""
-        self._t0 = time.perf_counter()
 
     # ------------------------------------------------------------------ the loop
     def _next_chunk(self, steps: int, chunk: int) -> int:
@@ -414,24 +354,15 @@ class OfflineRunLog:
         if self.writer is not None:
             for k, v in losses.items():
                 self.writer.add_scalar(f"train/{k}", float(v), steps)
-        if self.evaluate_fn is not None and self.eval_freq > 0 and steps - self._last_eval >= self.eval_freq:
-            self._evaluate()
-        if steps - self._last_log >= self.log_freq:
-            self.write_line()
-        if self.checkpoint_freq > 0 and steps - self._last_ckpt >= self.checkpoint_freq and steps < self.total_steps:
-            self.save_checkpoint()
+        self._write_due_records(steps)
+        postfix = None
         if self.bar is not None:
-            self.bar.update(max(0, min(steps, self.total_steps) - self.bar.n))
-            post = {k: _fmt(v) for k, v in losses.items() if k in ("q_loss", "pi_loss", "bc_loss")}
+            postfix = {k: _fmt(v) for k, v in losses.items() if k in ("q_loss", "pi_loss", "bc_loss")}
             if self.last_eval is not None:
-                post["gt_return"] = f"{self.last_eval['return_mean']:.1f}"
-                post["succ"] = f"{self.last_eval['success_rate']:.2f}"
-            self.bar.set_postfix(post, refresh=False)
-        stop = False
-        for hook in self.hooks:
-            if hook({"timesteps": steps, **losses}) is False:
-                stop = True
-        return not stop
+                postfix["gt_return"] = f"{self.last_eval['return_mean']:.1f}"
+                postfix["succ"] = f"{self.last_eval['success_rate']:.2f}"
+        self._advance_bar(steps, postfix)
+        return self._call_hooks({"timesteps": steps, **losses})
 
     # ------------------------------------------------------------------ records
     def stats(self) -> dict[str, Any]:
@@ -452,10 +383,7 @@ class OfflineRunLog:
         done_here = self.timesteps - self.start_timesteps
         ev = self.last_eval or {}
         record: dict[str, Any] = {
-            "timesteps": self.timesteps,
-            "segment": self.segment,
-            "time_s": round(self.wall_time_offset + elapsed, 3),
-            "steps_per_s": round(done_here / elapsed, 1) if elapsed > 0 else None,
+            **self._line_head(elapsed),
             "grad_steps_per_s": (round(done_here / (elapsed - self._eval_time), 1)
                                  if elapsed - self._eval_time > 0 else None),
             "episodes": 0,
@@ -469,75 +397,12 @@ class OfflineRunLog:
         if self._loss_steps:
             record.update({k: v / self._loss_steps for k, v in self._loss_sums.items()})
         record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-        append_jsonl(self.run_dir / "metrics.jsonl", record)
         self._loss_sums, self._loss_steps = {}, 0
-        self._last_log = self.timesteps
-        self.lines += 1
-        return record
+        return self._append_line(record)
 
-    def save_checkpoint(self) -> Path:
-        """Save ``checkpoints/step_<N>.pt`` and then its JSON marker; return the marker's path."""
-        directory = self.run_dir / "checkpoints"
-        directory.mkdir(parents=True, exist_ok=True)
-        steps = int(self.agent.num_timesteps)
-        stem = f"step_{steps:09d}"
-        model = directory / f"{stem}{OFFLINE_SUFFIX}"
-        self.agent.save(model)  # written through a temporary file
-        info = {
-            "timesteps": steps,
-            "model": model.name,
-            "replay_buffer": None,
-            "segment": self.segment,
-            "train_time_s": round(self.total_train_time, 3),
-            "episodes": 0,
-            "last_eval": self.last_eval,
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        json_path = directory / f"{stem}.json"
-        write_json_atomic(json_path, info)
-        self._last_ckpt = steps
-        self.saved.append(json_path)
-        if self.writer is not None:
-            self.writer.flush()
-        return json_path
-
-    def _evaluate(self) -> None:
-        assert self.evaluate_fn is not None
-        self._last_eval = self.timesteps
-        t0 = time.perf_counter()
-        res = self.evaluate_fn(self.agent)
-        self._eval_time += time.perf_counter() - t0
-        row = {
-            "timesteps": self.timesteps,
-            "success_rate": res["success_rate"],
-            "success_ci": res["success_ci"],
-            "return_mean": res["return_mean"],
-            "return_ci": res["return_ci"],
-            "length_mean": res.get("length_mean"),
-            "episodes": res["episodes"],
-        }
-        append_jsonl(self.run_dir / "evals.jsonl", row)
-        self.eval_results.append(row)
-        self.last_eval = row
-        if self.writer is not None:
-            self.writer.add_scalar("eval/env_return", float(res["return_mean"]), self.timesteps)
-            self.writer.add_scalar("eval/success_rate", float(res["success_rate"]), self.timesteps)
-
-    def finish(self) -> None:
-        """Write the last line (if steps were taken since), close the bar and the writer."""
-        if self.timesteps > self._last_log:
-            self.write_line()
-        self.close()
-
-    def close(self) -> None:
-        """Close the progress bar and flush and close TensorBoard."""
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
-            self.writer = None
+    def _checkpoint_fields(self) -> dict[str, Any]:
+        """The marker also keeps the latest evaluation, so a resumed run's lines can report it."""
+        return {"last_eval": self.last_eval}
 
 
 def last_checkpoint_eval(json_path: Path | None) -> dict[str, Any] | None:

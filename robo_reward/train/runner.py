@@ -417,6 +417,35 @@ class Runner:
             return None
         return self.run_dir / "tb"
 
+    def _periodic_eval_fn(self) -> Callable[[Any], dict[str, Any]] | None:
+        """``evaluate`` on the run's task, episodes and evaluation seed, or ``None`` without periodic evaluations."""
+        cfg = self.config
+        if not (cfg.eval_freq > 0 and cfg.eval_episodes > 0):
+            return None
+        eval_seed = cfg.seed + EVAL_SEED_OFFSET
+        return lambda m: evaluate(m, self.card, cfg.eval_episodes, eval_seed)
+
+    def _check_plain_callbacks(self, kind: str, report: str) -> None:
+        """Raise :class:`ConfigError` unless every extra callback is a plain function (not an SB3 callback).
+
+        ``kind`` names the agent kind (``"a built-in agent"``), ``report`` what the functions
+        are called with (``"per-update"``).
+        """
+        for cb in self.extra_callbacks:
+            if not callable(cb) or hasattr(cb, "init_callback"):
+                raise ConfigError(
+                    f"{kind} ({self.config.agent}) takes plain functions of the {report} metrics dict as "
+                    f"callbacks, not {type(cb).__name__} (SB3 callbacks only work with ppo, sac and td3)"
+                )
+
+    def _write_final_meta(self, steps_done: int, total_train: float, episodes: int) -> None:
+        """Write ``final_model.json`` beside the final model."""
+        _write_json(
+            self.run_dir / "final_model.json",
+            {"timesteps": steps_done, "train_time_s": round(total_train, 3), "segment": self.segment,
+             "episodes": episodes},
+        )
+
     # ------------------------------------------------------------------ training
     def _callbacks(self) -> tuple[Any, Any, list[Any]]:
         from stable_baselines3.common.callbacks import CallbackList
@@ -443,15 +472,9 @@ class Runner:
             segment=self.segment,
         )
         cbs: list[Any] = [metrics, ckpt]
-        if cfg.eval_freq > 0 and cfg.eval_episodes > 0:
-            eval_seed = cfg.seed + EVAL_SEED_OFFSET
-            cbs.append(
-                PeriodicEvalCallback(
-                    lambda m: evaluate(m, self.card, cfg.eval_episodes, eval_seed),
-                    cfg.eval_freq,
-                    self.run_dir / "evals.jsonl",
-                )
-            )
+        eval_fn = self._periodic_eval_fn()
+        if eval_fn is not None:
+            cbs.append(PeriodicEvalCallback(eval_fn, cfg.eval_freq, self.run_dir / "evals.jsonl"))
         cbs.append(ProgressBarCallback(cfg.steps, metrics, disable=not self.progress))
         cbs.extend(self.extra_callbacks)
         return CallbackList(cbs), metrics, cbs
@@ -500,11 +523,7 @@ class Runner:
         total_train = (self.start_checkpoint.train_time_s if self.start_checkpoint else 0.0) + train_time
 
         self.model.save(str(self.run_dir / "final_model.zip"))
-        _write_json(
-            self.run_dir / "final_model.json",
-            {"timesteps": steps_done, "train_time_s": round(total_train, 3), "segment": self.segment,
-             "episodes": metrics.episodes},
-        )
+        self._write_final_meta(steps_done, total_train, metrics.episodes)
         summary = self._finish(metrics, steps_done, steps_done - start_steps, train_time, total_train)
         return summary
 
@@ -516,16 +535,8 @@ class Runner:
         start = self.start_checkpoint
         start_steps = start.timesteps if start else 0
         remaining = cfg.steps - start_steps
-        for cb in self.extra_callbacks:
-            if not callable(cb) or hasattr(cb, "init_callback"):
-                raise ConfigError(
-                    f"a built-in agent ({cfg.agent}) takes plain functions of the per-update metrics dict as "
-                    f"callbacks, not {type(cb).__name__} (SB3 callbacks only work with ppo, sac and td3)"
-                )
-        eval_fn = None
-        if cfg.eval_freq > 0 and cfg.eval_episodes > 0:
-            eval_seed = cfg.seed + EVAL_SEED_OFFSET
-            eval_fn = lambda m: evaluate(m, self.card, cfg.eval_episodes, eval_seed)  # noqa: E731
+        self._check_plain_callbacks("a built-in agent", "per-update")
+        eval_fn = self._periodic_eval_fn()
         runlog = NativeRunLog(
             self.run_dir, self.model, cfg.agent, cfg.steps,
             log_freq=cfg.log_freq, checkpoint_freq=cfg.checkpoint_freq, window=METRICS_WINDOW,
@@ -535,35 +546,14 @@ class Runner:
             tensorboard_dir=self._tensorboard_dir(), evaluate_fn=eval_fn, eval_freq=cfg.eval_freq,
             progress=self.progress, hooks=self.extra_callbacks,
         )
-        t0 = time.perf_counter()
-        completed = False
-        try:
+
+        def learn() -> None:
             if remaining > 0:
                 runlog.start()
                 self.model.learn(remaining, progress_bar=False, reset_num_timesteps=start is None,
                                  metrics_hook=runlog)
-            completed = True
-        except KeyboardInterrupt:
-            if self.model.num_timesteps > max(start_steps, runlog.last_checkpoint_steps):
-                path = runlog.save_checkpoint()
-                self.log(f"interrupted: saved {path.name}; continue with 'robo-reward train --resume {self.run_dir}'")
-            raise
-        finally:
-            if not completed:
-                runlog.close()
-            self.venv.close()
-        runlog.finish()
-        train_time = time.perf_counter() - t0
-        steps_done = int(self.model.num_timesteps)
-        total_train = (start.train_time_s if start else 0.0) + train_time
-        final = self.run_dir / f"final_model{model_suffix(cfg.agent)}"
-        self.model.save(final)
-        _write_json(
-            self.run_dir / "final_model.json",
-            {"timesteps": steps_done, "train_time_s": round(total_train, 3), "segment": self.segment,
-             "episodes": runlog.episodes},
-        )
-        return self._finish(runlog, steps_done, steps_done - start_steps, train_time, total_train)
+
+        return self._train_with_runlog(runlog, learn, start_steps, cleanup=self.venv.close)
 
     def _run_offline(self) -> dict[str, Any]:
         """``run()`` for an offline agent: gradient steps on the dataset, recorded by :class:`~robo_reward.train.offline.OfflineRunLog`."""
@@ -572,16 +562,8 @@ class Runner:
         cfg = self.config
         start = self.start_checkpoint
         start_steps = start.timesteps if start else 0
-        for cb in self.extra_callbacks:
-            if not callable(cb) or hasattr(cb, "init_callback"):
-                raise ConfigError(
-                    f"an offline agent ({cfg.agent}) takes plain functions of the per-chunk metrics dict as "
-                    f"callbacks, not {type(cb).__name__} (SB3 callbacks only work with ppo, sac and td3)"
-                )
-        eval_fn = None
-        if cfg.eval_freq > 0 and cfg.eval_episodes > 0:
-            eval_seed = cfg.seed + EVAL_SEED_OFFSET
-            eval_fn = lambda m: evaluate(m, self.card, cfg.eval_episodes, eval_seed)  # noqa: E731
+        self._check_plain_callbacks("an offline agent", "per-chunk")
+        eval_fn = self._periodic_eval_fn()
         runlog = OfflineRunLog(
             self.run_dir, self.model, cfg.agent, cfg.steps,
             log_freq=cfg.log_freq, checkpoint_freq=cfg.checkpoint_freq, segment=self.segment,
@@ -591,11 +573,27 @@ class Runner:
             dataset_summary=self.dataset_info.get("stats"),
             last_eval=last_checkpoint_eval(start.json_path) if start else None,
         )
+
+        def learn() -> None:
+            runlog.start()
+            runlog.train()
+
+        return self._train_with_runlog(runlog, learn, start_steps)
+
+    def _train_with_runlog(self, runlog: Any, learn: Callable[[], None], start_steps: int,
+                           cleanup: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Run ``learn()`` recorded by ``runlog`` (a :class:`~robo_reward.train.runlog.RunLog`), then finish the run.
+
+        On Ctrl-C a checkpoint is saved if steps were taken since the last one. ``cleanup``
+        (closing the training env) runs however training ends. Then the final model,
+        ``final_model.json`` and the summary are written; the summary is returned.
+        """
+        cfg = self.config
+        start = self.start_checkpoint
         t0 = time.perf_counter()
         completed = False
         try:
-            runlog.start()
-            runlog.train()
+            learn()
             completed = True
         except KeyboardInterrupt:
             if self.model.num_timesteps > max(start_steps, runlog.last_checkpoint_steps):
@@ -605,16 +603,14 @@ class Runner:
         finally:
             if not completed:
                 runlog.close()
+            if cleanup is not None:
+                cleanup()
         runlog.finish()
         train_time = time.perf_counter() - t0
         steps_done = int(self.model.num_timesteps)
         total_train = (start.train_time_s if start else 0.0) + train_time
         self.model.save(self.run_dir / f"final_model{model_suffix(cfg.agent)}")
-        _write_json(
-            self.run_dir / "final_model.json",
-            {"timesteps": steps_done, "train_time_s": round(total_train, 3), "segment": self.segment,
-             "episodes": 0},
-        )
+        self._write_final_meta(steps_done, total_train, runlog.episodes)
         return self._finish(runlog, steps_done, steps_done - start_steps, train_time, total_train)
 
     # ------------------------------------------------------------------ finishing
