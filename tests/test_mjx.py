@@ -107,7 +107,9 @@ def _parity(env, env_id: str, steps: int, seed: int) -> dict[str, float]:
             np.testing.assert_allclose(reward[i], n_rew, atol=REWARD_ATOL, rtol=0, err_msg=where)
             assert bool(terminated[i]) == n_term, where
             for key in ("x_position", "x_velocity", "reward_forward", "reward_ctrl"):
-                np.testing.assert_allclose(info[key][i], n_info[key], atol=OBS_ATOL, rtol=OBS_RTOL, err_msg=f"{where}: {key}")
+                np.testing.assert_allclose(
+                    info[key][i], n_info[key], atol=OBS_ATOL, rtol=OBS_RTOL, err_msg=f"{where}: {key}"
+                )
             worst["obs"] = max(worst["obs"], float(np.abs(obs[i] - n_obs).max()))
             worst["reward"] = max(worst["reward"], abs(float(reward[i]) - n_rew))
             if n_term:
@@ -207,7 +209,8 @@ def test_partial_autoreset_resets_only_the_done_row(cheetah):
     assert np.asarray(after.steps).tolist() == [0, 2]
     assert info["_x_velocity"].tolist() == [False, True]
     assert not np.allclose(np.asarray(after.data.qpos)[1], before_qpos[1])  # row 1 moved on
-    np.testing.assert_array_equal(obs[0], np.concatenate([np.asarray(after.data.qpos)[0, 1:], np.asarray(after.data.qvel)[0]]))
+    row0 = np.concatenate([np.asarray(after.data.qpos)[0, 1:], np.asarray(after.data.qvel)[0]])
+    np.testing.assert_array_equal(obs[0], row0)
 
 
 @requires_mjx

@@ -35,12 +35,14 @@ a fixed-size slot in the contact arrays that is evaluated on every step, so mode
 many collidable geoms (MetaWorld's arms and objects, ManiSkill's scenes) are slow or
 unsupported; they are out of scope here.
 
-Numbers: by default jax computes in ``float32`` (native MuJoCo in ``float64``). Started
-from the same state and given the same actions, the observations agree with the native
-env to within ``5e-4`` over 20 HalfCheetah steps and ``5e-5`` over 80 Hopper steps
-(``tests/test_mjx.py``), and drift apart over long horizons as two chaotic simulations
-do. On a CPU MJX is much slower than native MuJoCo (``benchmarks/mjx_vs_mujoco.py``):
-it is a backend for GPUs.
+Numbers: by default jax computes in ``float32`` (native MuJoCo in ``float64``), and the
+observation space says so. Started from the same state and given the same actions, the
+observations agree with the native env to within ``5e-4`` over 20 HalfCheetah steps,
+and to within ``5e-5`` over 80 Hopper and Walker2d steps, falls included
+(``tests/test_mjx.py``); over longer horizons they drift apart, as two chaotic
+simulations do (HalfCheetah's joint velocities differ by ``~1e-2`` after about 25
+steps). On a CPU MJX is slower than native MuJoCo (``benchmarks/mjx_vs_mujoco.py``): it
+is a backend for GPUs.
 
 Device path: :meth:`MJXVectorEnv.step` and :meth:`~MJXVectorEnv.reset` return host
 (numpy) copies, for :class:`~robo_reward.VectorRewardWrapper` and every numpy consumer.
@@ -50,7 +52,9 @@ state (:class:`MJXState`: the batched ``mjx.Data``, observations, rewards, flags
 current one, for a device-resident reward path (``docs/gpu-backends.md``).
 
 ``jax`` and ``mujoco-mjx`` come with the ``mjx`` extra (``pip install
-"robo-reward[mjx]"``); this module imports them only when an env is made.
+"robo-reward[mjx]"``); this module imports them only when an env is made. With
+``mujoco-mjx`` 3.3.0, jax 0.10.0 and 0.10.2 hung on the CPU backend at 1024 sub-envs (a
+step that never completes, with no CPU in use); jax 0.9.2 ran the same steps.
 """
 
 from __future__ import annotations
@@ -74,10 +78,13 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Gymnasium ids this backend can simulate.
 SUPPORTED_ENV_IDS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
 
+_HEALTHY_INFO_KEYS = (
+    "x_position", "z_distance_from_origin", "x_velocity", "reward_forward", "reward_ctrl", "reward_survive",
+)
 _STEP_INFO_KEYS = {
     "HalfCheetah-v5": ("x_position", "x_velocity", "reward_forward", "reward_ctrl"),
-    "Hopper-v5": ("x_position", "z_distance_from_origin", "x_velocity", "reward_forward", "reward_ctrl", "reward_survive"),
-    "Walker2d-v5": ("x_position", "z_distance_from_origin", "x_velocity", "reward_forward", "reward_ctrl", "reward_survive"),
+    "Hopper-v5": _HEALTHY_INFO_KEYS,
+    "Walker2d-v5": _HEALTHY_INFO_KEYS,
 }
 _RESET_INFO_KEYS = {
     "HalfCheetah-v5": ("x_position",),
@@ -539,7 +546,9 @@ class MJXVectorEnv(gym.vector.VectorEnv):
         (``reset_mask`` belongs to the ``DISABLED`` autoreset mode).
         """
         if options and "reset_mask" in options:
-            raise ConfigError("MJXVectorEnv autoresets in NEXT_STEP mode; reset(options={'reset_mask': ...}) is not supported")
+            raise ConfigError(
+                "MJXVectorEnv autoresets in NEXT_STEP mode; reset(options={'reset_mask': ...}) is not supported"
+            )
         if seed is not None:
             super().reset(seed=seed if isinstance(seed, (int, np.integer)) else None)
         state = self.reset_device(seed=seed)
