@@ -41,9 +41,45 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
         echo "warning: chromium not found; install it (Debian: apt-get install chromium) for the report's browser test" >&2
 fi
 
+# pip's cache would keep a second copy of every wheel (about 3 GB for torch's CUDA build).
+export PIP_NO_CACHE_DIR=1
+
 # Torch first, pinned, so that no dependency pulls another build.
-if ! python -c "import torch, torchvision" >/dev/null 2>&1; then
-    python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+#   ROBO_REWARD_TORCH=cuda  torch 2.14.1 + torchvision 0.29.1 (a CUDA build that also runs
+#                           on the CPU; about 5.5 GB installed). Everything is tested.
+#   ROBO_REWARD_TORCH=cpu   the CPU-only torch 2.13.0+cpu wheel (about 1 GB), which must be
+#                           on a pip find-links path; no torchvision that imports beside
+#                           it, so the vlm extra (open_clip, torchvision) is left out and
+#                           the CLIP and perceptual-backbone tests skip, saying so.
+#   unset                   cuda, unless the disk has under MIN_FREE_GB for it and the
+#                           CPU wheel can be found.
+EXTRAS="mujoco,sb3,video,metaworld,vlm,pybullet,deploy,bench,llm,offline,ray,test"
+MIN_FREE_GB=${ROBO_REWARD_MIN_FREE_GB:-9}
+TORCH_MODE=${ROBO_REWARD_TORCH:-}
+if python -c "import torch, torchvision" >/dev/null 2>&1; then
+    TORCH_MODE=installed
+elif python -c "import sys, torch; sys.exit(not torch.__version__.endswith('+cpu'))" >/dev/null 2>&1 &&
+     [ "$TORCH_MODE" != "cuda" ]; then
+    TORCH_MODE=cpu-installed
+elif [ -z "$TORCH_MODE" ]; then
+    free_gb=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
+    if [ "$free_gb" -lt "$MIN_FREE_GB" ] &&
+       python -m pip install --dry-run --quiet --no-deps "torch==2.13.0+cpu" >/dev/null 2>&1; then
+        echo "warning: ${free_gb} GiB free, under the ${MIN_FREE_GB} GiB torch's CUDA build needs;" \
+             "installing the CPU-only torch without the vlm extra (set ROBO_REWARD_TORCH=cuda to insist)" >&2
+        TORCH_MODE=cpu
+    else
+        TORCH_MODE=cuda
+    fi
 fi
-python -m pip install --quiet -e ".[mujoco,sb3,video,metaworld,vlm,pybullet,deploy,bench,llm,offline,ray,test]"
-echo "robo_reward installed in $(pwd)/.venv"
+case "$TORCH_MODE" in
+    cuda)
+        python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" ;;
+    cpu)
+        python -m pip install --quiet "torch==2.13.0+cpu" ;;
+esac
+if [ "$TORCH_MODE" = "cpu" ] || [ "$TORCH_MODE" = "cpu-installed" ]; then
+    EXTRAS=${EXTRAS/vlm,/}
+fi
+python -m pip install --quiet -e ".[$EXTRAS]"
+echo "robo_reward installed in $(pwd)/.venv (torch: $(python -c 'import torch; print(torch.__version__)'))"
