@@ -296,3 +296,21 @@ def test_hopper_walker_match_native_including_termination(env_id):
     assert worst["obs"] < OBS_ATOL
     assert worst["terminations"] >= 1, "no sub-env fell: termination was not compared"
     env.close()
+
+
+@requires_mjx
+def test_make_vec_env_simulator_vectorization_builds_mjx(cheetah):
+    """``make_vec_env(..., vectorization="simulator")`` on a supported MuJoCo card is MJX under the reward wrapper."""
+    from robo_reward.envs.make import make_vec_env
+    from robo_reward.envs.mjx_backend import MJXVectorEnv
+
+    venv = make_vec_env("mujoco-half-cheetah-v5", N, reward="constant:value=2", vectorization="simulator", seed=4)
+    assert isinstance(venv, rr.VectorRewardWrapper) and isinstance(venv.env, MJXVectorEnv)
+    assert venv.num_envs == N
+    venv.reset()
+    _, reward, _, _, info = venv.step(np.zeros((N, 6), np.float32))
+    np.testing.assert_array_equal(reward, np.full(N, 2, np.float32))
+    assert np.isfinite(info["env_reward"]).all()
+    with pytest.raises(ConfigError, match="NEXT_STEP mode only"):
+        make_vec_env("mujoco-half-cheetah-v5", N, vectorization="simulator", autoreset_mode="same_step")
+    venv.close()

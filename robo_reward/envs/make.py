@@ -45,7 +45,7 @@ _FAMILY_IMPORTS: dict[str, tuple[str, str | None]] = {
     "pybullet": ("robo_reward.envs.pybullet_envs", "pybullet"),
 }
 
-_VECTORIZATIONS = ("sync", "async")
+_VECTORIZATIONS = ("sync", "async", "simulator")
 
 
 class SuccessInfoWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -532,13 +532,14 @@ def make_vec_env(
     mode: str = "replace",
     seed: int | None = None,
     vectorization: str = "sync",
-    autoreset_mode: str = "next_step",
+    autoreset_mode: str | None = None,
     render_mode: str | None = None,
     *,
     render_overrides: Mapping[str, Any] | None = None,
     alpha: float | None = None,
     weights: Sequence[float] | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
+    sim_backend: str = "auto",
 ) -> gym.vector.VectorEnv:
     """Make a Gymnasium ``VectorEnv`` of ``n_envs`` copies of a task card's env.
 
@@ -551,9 +552,19 @@ def make_vec_env(
         n_envs: number of sub-envs (>= 1).
         reward, mode, alpha, weights: as for :func:`make_env`.
         seed: sub-env ``i`` is reset with ``seed + i`` (MetaWorld: all share the task set of ``seed``).
-        vectorization: ``"sync"`` (one process) or ``"async"`` (one process per sub-env).
+        vectorization: ``"sync"`` (one process), ``"async"`` (one process per sub-env)
+            or ``"simulator"``: the simulator's own batch, all sub-envs in one
+            simulation — ManiSkill's GPU simulation for ``maniskill`` cards
+            (:class:`~robo_reward.envs.maniskill_backend.ManiSkillBatchEnv`) and MuJoCo
+            MJX for the MuJoCo cards it supports
+            (:class:`~robo_reward.envs.mjx_backend.MJXVectorEnv`).
         autoreset_mode: ``"next_step"`` (Gymnasium's default) or ``"same_step"``
-            (SB3-like: the finished sub-env is reset in the same ``step`` call).
+            (SB3-like: the finished sub-env is reset in the same ``step`` call);
+            ``None``: ``"next_step"``, or the simulator backend's own mode (ManiSkill:
+            ``same_step``; MJX: ``next_step``), which is the only one it has.
+        sim_backend: ManiSkill's simulation backend for ``vectorization="simulator"``
+            (``"auto"``: CUDA when there is a GPU; see
+            :func:`~robo_reward.envs.maniskill_backend.resolve_sim_backend`).
         render_mode: as for :func:`make_env` (``"rgb_array"`` when the reward scores frames).
         render_overrides: as for :func:`make_env`.
         env_kwargs: extra keyword arguments for every sub-env's ``gymnasium.make``.
@@ -562,8 +573,13 @@ def make_vec_env(
         raise ConfigError(f"n_envs must be a positive integer, got {n_envs!r}")
     if vectorization not in _VECTORIZATIONS:
         raise ConfigError(f"vectorization must be one of {', '.join(_VECTORIZATIONS)}, got {vectorization!r}")
-    ar_mode = _autoreset_mode(autoreset_mode)
     card = load_card(task)
+    if vectorization == "simulator":
+        return _make_simulator_vec_env(
+            card, int(n_envs), reward, mode, seed, autoreset_mode, render_mode, render_overrides,
+            alpha, weights, env_kwargs, sim_backend,
+        )
+    ar_mode = _autoreset_mode("next_step" if autoreset_mode is None else autoreset_mode)
     _resolve_render(card, render_overrides)  # fail early on bad overrides
     plugin = None
     if reward is not None:
@@ -583,6 +599,75 @@ def make_vec_env(
     venv = cls(fns, autoreset_mode=ar_mode)
     if seed is not None:
         venv.reset(seed=[int(seed) + i for i in range(int(n_envs))])
+        venv.action_space.seed(int(seed))
+    if plugin is not None:
+        from ..wrappers import VectorRewardWrapper
+
+        venv = VectorRewardWrapper(venv, plugin, mode=mode, alpha=alpha, weights=weights, task=card)
+    return venv
+
+
+def _make_simulator_vec_env(
+    card: TaskCard,
+    n_envs: int,
+    reward: Any,
+    mode: str,
+    seed: int | None,
+    autoreset_mode: str | None,
+    render_mode: str | None,
+    render_overrides: Mapping[str, Any] | None,
+    alpha: float | None,
+    weights: Sequence[float] | None,
+    env_kwargs: Mapping[str, Any] | None,
+    sim_backend: str,
+) -> gym.vector.VectorEnv:
+    """``make_vec_env(..., vectorization="simulator")``: one batched simulation of ``n_envs``."""
+    if render_overrides:
+        raise ConfigError("render_overrides are not supported with vectorization='simulator'")
+    if card.family == "maniskill":
+        from .maniskill_backend import ManiSkillBatchEnv
+
+        native = gym.vector.AutoresetMode.SAME_STEP
+        build = functools.partial(
+            ManiSkillBatchEnv, card, n_envs, sim_backend=sim_backend, seed=seed, env_kwargs=env_kwargs
+        )
+    elif card.family == "mujoco":
+        from .mjx_backend import SUPPORTED_ENV_IDS, MJXVectorEnv
+
+        if card.env_id not in SUPPORTED_ENV_IDS:
+            raise ConfigError(
+                f"vectorization='simulator' runs MuJoCo cards on MJX, which supports "
+                f"{', '.join(SUPPORTED_ENV_IDS)}; card {card.name!r} is {card.env_id!r}"
+            )
+        if env_kwargs:
+            raise ConfigError("env_kwargs are not supported for MJX; put them in the task card")
+        native = gym.vector.AutoresetMode.NEXT_STEP
+
+        def build(render_mode: str | None = None) -> gym.vector.VectorEnv:
+            if render_mode is not None:
+                raise ConfigError("the MJX backend does not render; use the default vectorization for frames")
+            return MJXVectorEnv(card, n_envs, seed=seed)
+    else:
+        raise ConfigError(
+            f"vectorization='simulator' needs a simulator that batches envs itself (ManiSkill, or MuJoCo through "
+            f"MJX); card {card.name!r} is a {card.family!r} card"
+        )
+    if autoreset_mode is not None and _autoreset_mode(autoreset_mode) is not native:
+        raise ConfigError(
+            f"the {card.family} simulator backend resets finished sub-envs in {native.name} mode only; "
+            f"got autoreset_mode={autoreset_mode!r}"
+        )
+    plugin = None
+    if reward is not None:
+        from ..core.registry import make_reward
+
+        plugin = make_reward(reward, task=card)
+        if render_mode is None and _needs_frames(plugin):
+            render_mode = "rgb_array"
+    elif alpha is not None or weights is not None:
+        raise ConfigError("'alpha' and 'weights' apply only when a reward is given")
+    venv = build(render_mode=render_mode)
+    if seed is not None:
         venv.action_space.seed(int(seed))
     if plugin is not None:
         from ..wrappers import VectorRewardWrapper
