@@ -412,6 +412,22 @@ def _needs_frames(plugin: Any) -> bool:
 # ----------------------------------------------------------------------------- public API
 
 
+def _resolve_plugin(
+    card: TaskCard, reward: Any, render_mode: str | None, alpha: float | None, weights: Sequence[float] | None
+) -> tuple[Any, str | None]:
+    """Build the reward plugin (or ``None``) and the render mode it needs (``"rgb_array"`` for frames)."""
+    if reward is None:
+        if alpha is not None or weights is not None:
+            raise ConfigError("'alpha' and 'weights' apply only when a reward is given")
+        return None, render_mode
+    from ..core.registry import make_reward
+
+    plugin = make_reward(reward, task=card)
+    if render_mode is None and _needs_frames(plugin):
+        render_mode = "rgb_array"
+    return plugin, render_mode
+
+
 def make_env(
     task: str | TaskCard,
     reward: Any = None,
@@ -452,15 +468,7 @@ def make_env(
     """
     card = load_card(task)
     render = _resolve_render(card, render_overrides)
-    plugin = None
-    if reward is not None:
-        from ..core.registry import make_reward
-
-        plugin = make_reward(reward, task=card)
-        if render_mode is None and _needs_frames(plugin):
-            render_mode = "rgb_array"
-    elif alpha is not None or weights is not None:
-        raise ConfigError("'alpha' and 'weights' apply only when a reward is given")
+    plugin, render_mode = _resolve_plugin(card, reward, render_mode, alpha, weights)
     env = _build_base(card, render_mode, render, seed, env_kwargs)
     env = SuccessInfoWrapper(env, card.success_signal())
     if seed is not None:
@@ -581,15 +589,7 @@ def make_vec_env(
         )
     ar_mode = _autoreset_mode("next_step" if autoreset_mode is None else autoreset_mode)
     _resolve_render(card, render_overrides)  # fail early on bad overrides
-    plugin = None
-    if reward is not None:
-        from ..core.registry import make_reward
-
-        plugin = make_reward(reward, task=card)
-        if render_mode is None and _needs_frames(plugin):
-            render_mode = "rgb_array"
-    elif alpha is not None or weights is not None:
-        raise ConfigError("'alpha' and 'weights' apply only when a reward is given")
+    plugin, render_mode = _resolve_plugin(card, reward, render_mode, alpha, weights)
     final_frame = _needs_frames(plugin) and ar_mode is gym.vector.AutoresetMode.SAME_STEP
     fns: list[Callable[[], gym.Env]] = [
         functools.partial(_make_sub_env, card, render_mode, render_overrides, dict(env_kwargs or {}), seed, final_frame)
@@ -657,15 +657,7 @@ def _make_simulator_vec_env(
             f"the {card.family} simulator backend resets finished sub-envs in {native.name} mode only; "
             f"got autoreset_mode={autoreset_mode!r}"
         )
-    plugin = None
-    if reward is not None:
-        from ..core.registry import make_reward
-
-        plugin = make_reward(reward, task=card)
-        if render_mode is None and _needs_frames(plugin):
-            render_mode = "rgb_array"
-    elif alpha is not None or weights is not None:
-        raise ConfigError("'alpha' and 'weights' apply only when a reward is given")
+    plugin, render_mode = _resolve_plugin(card, reward, render_mode, alpha, weights)
     venv = build(render_mode=render_mode)
     if seed is not None:
         venv.action_space.seed(int(seed))
