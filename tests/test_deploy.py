@@ -702,3 +702,34 @@ def test_cli_serve_sim_subprocess():
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+@pytest.mark.parametrize("algo", ["iql", "bc"])
+def test_export_offline_agent_run_folder(tmp_path, algo):
+    """An offline run folder (`train --agent iql|bc`) exports with its normaliser and action bounds baked in."""
+    import torch
+
+    from robo_reward.offline.bc import BC
+    from robo_reward.offline.iql import IQL
+
+    cls = IQL if algo == "iql" else BC
+    agent = cls(6, 2, device="cpu")
+    agent.set_action_bounds(np.array([-2.0, 0.0]), np.array([2.0, 0.5]))
+    rng = np.random.default_rng(3)
+    agent.obs_mean = torch.as_tensor(rng.normal(0, 2, 6), dtype=torch.float32)
+    agent.obs_std = torch.as_tensor(rng.uniform(0.5, 3, 6), dtype=torch.float32)
+    with torch.no_grad():
+        agent.policy_module.mean[-1].weight.mul_(10.0)  # push tanh towards saturation on some entries
+    run = tmp_path / "run"
+    agent.save(run / "final_model.pt")
+    (run / "config.yaml").write_text(yaml.safe_dump({"agent": algo, "seed": 1, "reward": "env"}))
+    results = export_policy(run, formats=["onnx", "torchscript"])
+    obs = rng.normal(0, 3, size=(64, 6)).astype(np.float32)
+    ref = cls.load(run / "final_model.pt", device="cpu").act(obs)
+    assert np.abs(ref[:, 0]).max() > 1.9 and ref[:, 1].min() >= 0.0  # near the bounds: rescaling is exercised
+    for r in results:
+        assert r.max_abs_diff <= 1e-5
+        assert r.metadata["normalization"]["source"] == f"builtin-{algo}"
+        assert r.metadata["action_space"]["low"] == [-2.0, 0.0]
+        assert r.metadata["training_run"]["agent"] == algo
+        assert np.max(np.abs(load_policy(r.path).batch(obs) - ref)) <= 1e-5

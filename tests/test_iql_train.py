@@ -149,6 +149,27 @@ def test_eval_command_loads_an_iql_run(iql_run):
     assert res["episodes"] == 2 and res["model_timesteps"] == 300 and res["return_mean"] > 0
 
 
+def test_export_an_iql_run_folder(iql_run, tmp_path):
+    """`robo-reward export RUN` on an IQL run: the exported policy acts as the run's model, in env units."""
+    from robo_reward.deploy import load_policy
+    from robo_reward.deploy.cli import register as register_deploy
+
+    run_dir, _ = iql_run
+    out = tmp_path / "export"
+    app = typer.Typer()
+    register_deploy(app)
+    result = CliRunner().invoke(app, ["export", str(run_dir), "--out", str(out), "--format", "onnx"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    files = sorted(out.glob("*.onnx"))
+    assert len(files) == 1
+    meta = json.loads(files[0].with_name(files[0].name + ".json").read_text())
+    assert meta["training_run"]["agent"] == "iql" and meta["task"]["name"] == "mujoco-inverted-pendulum-v5"
+    assert meta["action_space"]["low"] == [-3.0] and meta["normalization"]["source"] == "builtin-iql"
+    model, _, _ = load_run_model(run_dir)
+    obs = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    np.testing.assert_allclose(load_policy(files[0]).batch(obs), model.predict(obs)[0], atol=1e-5)
+
+
 def test_run_config_file_with_bc_and_video(pendulum_dataset, tmp_path):
     cfg_path = tmp_path / "bc.yaml"
     cfg_path.write_text(yaml.safe_dump({

@@ -26,8 +26,10 @@ Sources: a run folder of ``robo-reward train`` (``final_model.zip`` or ``final_m
 else the latest checkpoint; ``config.yaml`` gives the agent and the task), an SB3 model
 ``.zip`` (with ``--task``; the algorithm is read from the file), or a checkpoint ``.pt``
 of a built-in agent (:class:`robo_reward.agents.ppo.PPO` — ``ppo-native``,
-``ppo-multicritic`` — or :class:`robo_reward.agents.barfi.BARFI`). Policies with 1-D Box
-observations and Box actions are supported.
+``ppo-multicritic`` —, :class:`robo_reward.agents.barfi.BARFI`, or the offline agents
+:class:`robo_reward.offline.iql.IQL` and :class:`robo_reward.offline.bc.BC`, whose dataset
+normaliser and action bounds are baked in). Policies with 1-D Box observations and Box
+actions are supported.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class PolicySource:
     Attributes:
         kind: ``sb3`` or ``builtin``.
         algo: ``ppo``, ``sac``, ``td3``, ``a2c``, ``ddpg`` (SB3), or ``ppo-native``,
-            ``ppo-multicritic``, ``barfi`` (built-in agents).
+            ``ppo-multicritic``, ``barfi``, ``iql``, ``bc`` (built-in agents).
         model: the SB3 model or the built-in agent.
         model_path: the file it was loaded from.
         observation_space, action_space: the policy's single-env spaces.
@@ -194,11 +196,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 #: Built-in agent names (``robo-reward train --agent``) whose checkpoints can be exported.
-BUILTIN_AGENTS = ("ppo-native", "ppo-multicritic", "barfi")
+BUILTIN_AGENTS = ("ppo-native", "ppo-multicritic", "barfi", "iql", "bc")
 
 
 def _builtin_format(path: Path) -> str | None:
-    """``"ppo"`` or ``"barfi"`` for a built-in agent's checkpoint, else ``None``."""
+    """``"ppo"``, ``"barfi"``, ``"iql"`` or ``"bc"`` for a built-in agent's checkpoint, else ``None``."""
     if path.suffix not in (".pt", ".pth"):
         return None
     import torch
@@ -210,11 +212,19 @@ def _builtin_format(path: Path) -> str | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         return None
-    fmt = state.get("format") if isinstance(state, Mapping) else None
-    return {PPO_FORMAT: "ppo", BARFI_FORMAT: "barfi"}.get(fmt)
+    if not isinstance(state, Mapping):
+        return None
+    if state.get("algorithm") in ("iql", "bc") and "obs_mean" in state:  # robo_reward.offline checkpoints
+        return str(state["algorithm"])
+    return {PPO_FORMAT: "ppo", BARFI_FORMAT: "barfi"}.get(state.get("format"))
 
 
 def _load_builtin(path: Path, fmt: str) -> Any:
+    if fmt in ("iql", "bc"):
+        from ..offline.bc import BC
+        from ..offline.iql import IQL
+
+        return (IQL if fmt == "iql" else BC).load(path, device="cpu")
     if fmt == "barfi":
         from ..agents.barfi import BARFI
 
@@ -296,6 +306,10 @@ def load_policy_source(
         if obs_norm is not None:
             raise ConfigError("built-in agents keep their own observation statistics; drop --vecnormalize")
         agent = _load_builtin(model_path, builtin)
+        if builtin in ("iql", "bc"):
+            src_obj = _offline_source(agent, builtin, model_path, card, run_dir, run_config, timesteps)
+            _check_spaces(src_obj)
+            return src_obj
         if not agent.continuous:
             raise ConfigError("only policies with Box actions can be deployed (this built-in agent has Discrete actions)")
         if builtin == "ppo" and agent.config.norm_obs:
@@ -321,6 +335,22 @@ def load_policy_source(
                                card, run_dir, run_config, timesteps)
     _check_spaces(src_obj)
     return src_obj
+
+
+def _offline_source(agent: Any, algo: str, model_path: Path, card: Any, run_dir: Path | None,
+                    run_config: dict[str, Any] | None, timesteps: int | None) -> PolicySource:
+    """A :class:`PolicySource` for an offline agent (IQL, BC): its dataset normaliser and action bounds."""
+    from gymnasium import spaces
+
+    obs_space = spaces.Box(-np.inf, np.inf, (agent.obs_dim,), np.float32)
+    if agent.action_low is not None:
+        act_space = spaces.Box(np.asarray(agent.action_low, np.float32), np.asarray(agent.action_high, np.float32))
+    else:  # an agent without bounds acts in [-1, 1] as it is
+        act_space = spaces.Box(-1.0, 1.0, (agent.act_dim,), np.float32)
+    std = agent.obs_std.cpu().numpy().astype(np.float64)
+    obs_norm = ObsNormalization(agent.obs_mean.cpu().numpy().astype(np.float64), 1.0 / std, None, f"builtin-{algo}")
+    return PolicySource("builtin", algo, agent, model_path, obs_space, act_space, obs_norm, card, run_dir,
+                        run_config, timesteps if timesteps is not None else int(agent.steps))
 
 
 def _check_spaces(src: PolicySource) -> None:
@@ -374,6 +404,10 @@ def build_export_module(src: PolicySource) -> Any:
         actor_net = copy.deepcopy(nn.Sequential(*parts)).cpu()
         if squash and not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
             raise ExportError("a squashed policy needs a bounded action space")
+    elif src.algo in ("iql", "bc"):
+        nn_mean = copy.deepcopy(src.model.policy_module.mean).cpu()  # Linear/ReLU MLP
+        actor_net = nn.Sequential(nn_mean, nn.Tanh())
+        squash = True
     else:
         from ..agents.ppo import _ACTIVATIONS
 
@@ -615,7 +649,7 @@ def build_metadata(src: PolicySource, policy_format: str, file_name: str) -> dic
         fields = [{"name": f.name, "start": f.start, "stop": f.stop, "units": f.units, "meaning": f.meaning}
                   for f in card.observation]
     norm = src.obs_norm
-    squashed = src.kind == "sb3" and bool(getattr(src.model.policy, "squash_output", False))
+    squashed = (src.kind == "sb3" and bool(getattr(src.model.policy, "squash_output", False))) or src.algo in ("iql", "bc")
     return {
         "format": METADATA_FORMAT,
         "policy_format": policy_format,
