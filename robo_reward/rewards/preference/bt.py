@@ -197,7 +197,44 @@ class RewardNet(nn.Module):
         return self.body((x - self.input_mean) / self.input_std).squeeze(-1)
 
 
-class RewardEnsemble(nn.Module):
+class SavedModel:
+    """Saving and loading for the torch reward models of this package (a mixin for ``nn.Module``s).
+
+    A file holds ``{"format", "version", "kind", "config", "state_dict"}``; subclasses set
+    ``kind`` (checked on load) and ``config_class`` (rebuilt from ``config``).
+    """
+
+    kind: str = ""
+    config_class: type = object
+
+    def _write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {"format": FILE_FORMAT, "version": 1, "kind": self.kind, "config": self.config.to_dict(),  # type: ignore[attr-defined]
+             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}},  # type: ignore[attr-defined]
+            path,
+        )
+        return path
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Any:
+        """Rebuild from the dict that ``save`` writes."""
+        model = cls(cls.config_class(**state["config"]))  # type: ignore[call-arg]
+        model.load_state_dict(state["state_dict"])
+        model.eval()
+        return model
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str = "cpu") -> Any:
+        """Load a model written by ``save``. Raises :class:`ConfigError` for other files or kinds."""
+        state = _load_state(path, map_location)
+        if state.get("kind") != cls.kind:
+            raise ConfigError(f"{path} holds a {state.get('kind')!r} model, not a {cls.kind!r}")
+        return cls.from_state(state)
+
+
+class RewardEnsemble(SavedModel, nn.Module):
     """An ensemble of :class:`RewardNet` s; its reward is the members' mean.
 
     Args:
@@ -212,6 +249,7 @@ class RewardEnsemble(nn.Module):
     """
 
     kind = "bradley-terry-ensemble"
+    config_class = RewardModelConfig
 
     def __init__(self, config: RewardModelConfig):
         super().__init__()
@@ -339,30 +377,7 @@ class RewardEnsemble(nn.Module):
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
         """Write the model (config + weights) to ``path`` (a torch file); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {"format": FILE_FORMAT, "version": 1, "kind": self.kind, "config": self.config.to_dict(),
-             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}},
-            path,
-        )
-        return path
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "RewardEnsemble":
-        """Rebuild from the dict that :meth:`save` writes."""
-        model = cls(RewardModelConfig(**state["config"]))
-        model.load_state_dict(state["state_dict"])
-        model.eval()
-        return model
-
-    @classmethod
-    def load(cls, path: str | Path, map_location: str = "cpu") -> "RewardEnsemble":
-        """Load a model written by :meth:`save`. Raises :class:`ConfigError` for other files."""
-        state = _load_state(path, map_location)
-        if state.get("kind") != cls.kind:
-            raise ConfigError(f"{path} holds a {state.get('kind')!r} model, not a {cls.kind!r}")
-        return cls.from_state(state)
+        return self._write(path)
 
 
 def _load_state(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:

@@ -39,7 +39,7 @@ from torch import nn
 
 from ...core.errors import ConfigError
 from . import PreferencePairs, SegmentBatch
-from .bt import _ACTIVATIONS, FILE_FORMAT, RewardModelConfig, _features, _load_state, _shape, torch_threads
+from .bt import _ACTIVATIONS, RewardModelConfig, SavedModel, _features, _shape, torch_threads
 
 __all__ = ["VPLConfig", "VPLModel", "VPLTrainResult", "vpl_loss", "train_vpl"]
 
@@ -116,10 +116,11 @@ class VPLConfig:
         return d
 
 
-class VPLModel(nn.Module):
+class VPLModel(SavedModel, nn.Module):
     """Encoder ``q(z | labelled pairs)`` and latent-conditioned reward ``r(s, a, s', z)``."""
 
     kind = "vpl"
+    config_class = VPLConfig
 
     def __init__(self, config: VPLConfig):
         super().__init__()
@@ -229,30 +230,7 @@ class VPLModel(nn.Module):
         if latent is not None:
             with torch.no_grad():
                 self.default_latent.copy_(self._latent(latent))
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {"format": FILE_FORMAT, "version": 1, "kind": self.kind, "config": self.config.to_dict(),
-             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}},
-            path,
-        )
-        return path
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "VPLModel":
-        """Rebuild from the dict that :meth:`save` writes."""
-        model = cls(VPLConfig(**state["config"]))
-        model.load_state_dict(state["state_dict"])
-        model.eval()
-        return model
-
-    @classmethod
-    def load(cls, path: str | Path, map_location: str = "cpu") -> "VPLModel":
-        """Load a model written by :meth:`save`."""
-        state = _load_state(path, map_location)
-        if state.get("kind") != cls.kind:
-            raise ConfigError(f"{path} holds a {state.get('kind')!r} model, not a {cls.kind!r}")
-        return cls.from_state(state)
+        return self._write(path)
 
 
 def vpl_loss(
