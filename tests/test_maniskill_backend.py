@@ -231,3 +231,21 @@ def test_real_maniskill_truncation_resets_in_the_same_step(maniskill_ready):
         assert not tr2[0]
     finally:
         env.close()
+
+
+def test_real_maniskill_trains_ppo_native_on_the_batch(maniskill_ready, tmp_path):
+    """`--vectorization simulator` on a ManiSkill card: PPO trains on ManiSkillBatchEnv, evaluates on the CPU card."""
+    pytest.importorskip("tensorboard", reason="the run folder's TensorBoard events need tensorboard (the sb3 extra)")
+    from robo_reward.train.config import make_run_config
+    from robo_reward.train.runner import Runner
+
+    cfg = make_run_config({
+        "task": "maniskill-pick-cube-v1", "agent": "ppo-native", "vectorization": "simulator", "n_envs": 1,
+        "steps": 64, "agent_overrides": {"n_steps": 32, "batch_size": 32, "n_epochs": 1},
+        "eval_episodes": 1, "checkpoint_freq": 0, "log_freq": 32, "video": False, "out": str(tmp_path / "run"),
+        "device": "cpu",
+    })
+    runner = Runner(cfg, progress=False).setup()
+    assert isinstance(runner.venv.env, ManiSkillBatchEnv)
+    summary = runner.run()
+    assert summary["timesteps"] >= 64 and (tmp_path / "run" / "final_model.pt").is_file()

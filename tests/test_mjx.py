@@ -314,3 +314,29 @@ def test_make_vec_env_simulator_vectorization_builds_mjx(cheetah):
     with pytest.raises(ConfigError, match="NEXT_STEP mode only"):
         make_vec_env("mujoco-half-cheetah-v5", N, vectorization="simulator", autoreset_mode="same_step")
     venv.close()
+
+
+@requires_mjx
+def test_train_ppo_native_on_mjx(cheetah, tmp_path):
+    """`robo-reward train --agent ppo-native --vectorization simulator` trains on the MJX batch, evaluates on MuJoCo."""
+    import json
+
+    from robo_reward.train.config import make_run_config
+    from robo_reward.train.runner import Runner
+
+    cfg = make_run_config({
+        "task": "mujoco-half-cheetah-v5", "agent": "ppo-native", "vectorization": "simulator", "n_envs": N,
+        "steps": 128, "agent_overrides": {"n_steps": 32, "batch_size": 32, "n_epochs": 1},
+        "eval_episodes": 1, "checkpoint_freq": 0, "log_freq": 64, "video": False, "out": str(tmp_path / "run"),
+        "device": "cpu",
+    })
+    runner = Runner(cfg, progress=False).setup()
+    from robo_reward.envs.mjx_backend import MJXVectorEnv
+
+    assert isinstance(runner.venv.env, MJXVectorEnv) and runner.venv.num_envs == N
+    summary = runner.run()
+    assert summary["timesteps"] >= 128
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    assert lines and all(np.isfinite(line.get("rollout/env_reward_mean", 0.0)) for line in lines)
+    assert (tmp_path / "run" / "final_model.pt").is_file()
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["episodes"] == 1

@@ -63,6 +63,14 @@ def test_config_rejects_bad_values():
         make_run_config({"task": TASK, "mode": "replace", "alpha": 0.3})
     with pytest.raises(ConfigError, match="task"):
         make_run_config({"steps": 10})
+    with pytest.raises(ConfigError, match="built-in online agents"):
+        make_run_config({"task": TASK, "agent": "ppo", "vectorization": "simulator"})
+    with pytest.raises(ConfigError, match="more than 256 sub-envs need vectorization 'simulator'"):
+        make_run_config({"task": TASK, "agent": "ppo-native", "n_envs": 1024})
+    with pytest.raises(ConfigError, match="vectorization"):
+        make_run_config({"task": TASK, "agent": "ppo-native", "vectorization": "gpu"})
+    cfg = make_run_config({"task": TASK, "agent": "ppo-native", "n_envs": 4096, "vectorization": "simulator"})
+    assert cfg.n_envs == 4096 and cfg.vectorization == "simulator"
 
 
 def test_config_yaml_then_flags(tmp_path):

@@ -128,6 +128,10 @@ def register(app: typer.Typer) -> None:
         ),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed of everything (recorded)."),
         n_envs: Optional[int] = typer.Option(None, "--n-envs", help="Number of sub-environments."),
+        vectorization: Optional[str] = typer.Option(
+            None, "--vectorization",
+            help="sync (default) | simulator: the simulator's own batch (ManiSkill GPU, MuJoCo MJX; built-in agents).",
+        ),
         device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<task>-...)."),
         resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a killed run from its last checkpoint."),
@@ -153,7 +157,8 @@ def register(app: typer.Typer) -> None:
             if resume is not None:
                 given = {k: v for k, v in dict(
                     config=config, task=task, reward=reward, mode=mode, alpha=alpha, agent=agent, steps=steps,
-                    seed=seed, n_envs=n_envs, out=out, video=video, eval_episodes=eval_episodes,
+                    seed=seed, n_envs=n_envs, vectorization=vectorization, out=out, video=video,
+                    eval_episodes=eval_episodes,
                     checkpoint_freq=checkpoint_freq, hp=hp, dataset=dataset, eval_freq=eval_freq,
                     log_freq=log_freq).items() if v not in (None, [], ())}
                 if given:
@@ -166,7 +171,8 @@ def register(app: typer.Typer) -> None:
                 cfg = load_run_config(
                     config,
                     task=task, reward=reward, mode=mode, alpha=alpha, agent=agent, steps=steps, seed=seed,
-                    n_envs=n_envs, device=device, out=str(out) if out is not None else None, video=video,
+                    n_envs=n_envs, vectorization=vectorization, device=device,
+                    out=str(out) if out is not None else None, video=video,
                     eval_episodes=eval_episodes, checkpoint_freq=checkpoint_freq,
                     agent_overrides=_parse_overrides(hp), dataset=dataset, eval_freq=eval_freq, log_freq=log_freq,
                 )

@@ -41,6 +41,8 @@ from ..core.registry import get_reward_entry, parse_spec
 
 #: The offline agents (learn from ``dataset``); kept in step with ``robo_reward.train.offline``.
 OFFLINE_AGENTS = ("iql", "bc")
+#: Agents that can train on a simulator's own batch (``vectorization: simulator``).
+SIMULATOR_AGENTS = ("ppo-native", "ppo-multicritic", "barfi")
 
 #: Reward spec values that mean "train on the environment's own reward".
 ENV_REWARD_SPECS = (None, "env")
@@ -73,7 +75,13 @@ class RunConfig(BaseModel):
             to whole rollouts); gradient steps for the offline agents.
         seed: the seed of everything (sub-env ``i`` is seeded ``seed + i``).
         n_envs: number of sub-environments (an SB3 ``DummyVecEnv``, or a Gymnasium
-            ``SyncVectorEnv`` for the built-in agents).
+            ``SyncVectorEnv`` for the built-in agents; at most 256, or 65536 with
+            ``vectorization: simulator``).
+        vectorization: ``sync`` (one env per sub-env, stepped in turn) or ``simulator``:
+            the simulator's own batch (ManiSkill's GPU simulation, MuJoCo MJX; see
+            :func:`~robo_reward.envs.make_vec_env`), for the built-in online agents
+            (``ppo-native``, ``ppo-multicritic``, ``barfi``). Evaluation episodes still
+            run on the card's CPU env, the ground truth.
         device: ``auto``, ``cpu`` or ``cuda``.
         torch_threads: ``torch.set_num_threads`` for the run. ``None``: 1 when training on
             the CPU (the small MLP policies of state-based tasks train fastest on one
@@ -106,7 +114,8 @@ class RunConfig(BaseModel):
     )
     steps: int = Field(100_000, gt=0)
     seed: int = Field(0, ge=0)
-    n_envs: int = Field(1, ge=1, le=256)
+    n_envs: int = Field(1, ge=1, le=65536)
+    vectorization: Literal["sync", "simulator"] = "sync"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = Field(None, ge=1)
     eval_episodes: int = Field(10, ge=0)
@@ -173,6 +182,12 @@ class RunConfig(BaseModel):
         if self.dataset and self.agent not in OFFLINE_AGENTS:
             raise ConfigError(f"dataset only applies to the offline agents ({', '.join(OFFLINE_AGENTS)}), "
                               f"not to {self.agent!r}")
+        if self.vectorization == "simulator" and self.agent not in SIMULATOR_AGENTS:
+            raise ConfigError(f"vectorization 'simulator' trains the built-in online agents "
+                              f"({', '.join(SIMULATOR_AGENTS)}), not {self.agent!r}")
+        if self.vectorization == "sync" and self.n_envs > 256:
+            raise ConfigError(f"n_envs={self.n_envs}: more than 256 sub-envs need vectorization 'simulator' "
+                              "(one batched simulation on a GPU)")
         return self
 
     @property

@@ -101,6 +101,10 @@ def load_native_agent(agent: str, path: str | Path, env: Any = None, device: str
 def build_gym_vec_env(card: Any, plugin: Any, config: Any, seed: int) -> Any:
     """The training env of a built-in agent: ``VectorRewardWrapper(SyncVectorEnv([...], SAME_STEP))``.
 
+    With ``config.vectorization == "simulator"`` it is the simulator's own batch instead
+    (:func:`~robo_reward.envs.make_vec_env` with ``vectorization="simulator"``: ManiSkill
+    in ``SAME_STEP``, MJX in ``NEXT_STEP`` autoreset; the agents handle both).
+
     Sub-env ``i`` is made with ``seed + i`` (the agent also seeds the env on its first
     reset). ``SAME_STEP`` autoreset, as SB3's VecEnvs do: the reward of an episode's last
     step is computed on its real last observation from ``info["final_obs"]``. When the
@@ -111,9 +115,12 @@ def build_gym_vec_env(card: Any, plugin: Any, config: Any, seed: int) -> Any:
 
     from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-    from ..envs import make_env
+    from ..envs import make_env, make_vec_env
     from ..wrappers import FinalFrameWrapper, VectorRewardWrapper
 
+    if getattr(config, "vectorization", "sync") == "simulator":
+        return make_vec_env(card, config.n_envs, plugin, config.mode, seed=seed, vectorization="simulator",
+                            alpha=config.alpha, weights=config.weights)
     frames = "frames" in plugin.requires
     if frames:
         os.environ.setdefault("MUJOCO_GL", "egl")
