@@ -272,6 +272,47 @@ def test_concurrent_workers_give_the_same_labels():
     np.testing.assert_array_equal(out, truth_labels(bright, pairs))
 
 
+class FirstImageBiasedVLM(BrightnessVLM):
+    """Like :class:`BrightnessVLM`, but says "image 1" whenever the two are within ``bias`` of each other."""
+
+    def __init__(self, bias: float) -> None:
+        super().__init__()
+        self.bias = bias
+
+    def __call__(self, request: dict, index: int) -> Reply | str:
+        content = request["messages"][-1]["content"]
+        if isinstance(content, list):
+            return super().__call__(request, index)
+        self.labels += 1
+        b1, b2 = (float(x) for x in re.findall(r"brightness (\d+\.\d)", content))
+        if abs(b1 - b2) < self.bias:
+            return "0"
+        return "0" if b1 > b2 else "1"
+
+
+def test_both_orders_drops_labels_that_depend_on_the_position():
+    frames, bright = make_frames(60, seed=4)
+    pairs = sample_pairs(60, 80, seed=6)
+    bias = 30.0
+    d = bright[pairs[:, 0]] - bright[pairs[:, 1]]
+    with FakeOpenAIServer(FirstImageBiasedVLM(bias)) as srv:
+        one = LLMLabeller(backend(srv), GOAL).label_pairs(frames, pairs)
+        n_one = len(srv.chat_requests)
+        lab = LLMLabeller(backend(srv), GOAL, both_orders=True)
+        both = lab.label_pairs(frames, pairs)
+        n_distinct = len({(int(a), int(b)) for a, b in pairs})
+        assert len(srv.chat_requests) - n_one == 2 * n_one == 4 * n_distinct  # two orders x two queries
+    close = np.abs(d) < bias
+    assert close.any() and (~close).any()
+    # one order: every close pair is labelled "first", right or wrong
+    assert (one[close] == 0).all()
+    # both orders: the biased answers contradict each other and are dropped; clear pairs are kept, correctly
+    assert (both[close] == -1).all()
+    np.testing.assert_array_equal(both[~close], np.where(d[~close] > 0, 0, 1))
+    assert lab.stats.order_disagreements == len({(int(a), int(b)) for a, b in pairs[close]})
+    assert json.loads(lab.fingerprint())["both_orders"] is True
+
+
 def test_server_errors_propagate_and_labels_so_far_stay_cached(tmp_path):
     frames, bright = make_frames(6, seed=4)
     pairs = np.array([[0, 1], [2, 3], [4, 5]])

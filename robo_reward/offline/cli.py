@@ -182,6 +182,10 @@ def fit_rlvlmf_cmd(
     replay: Optional[Path] = typer.Option(None, help="llm: answer from this recording instead of a server."),
     cache: Optional[Path] = typer.Option(None, help="Label cache (JSONL; default: next to --out, '<out>.labels.jsonl')."),
     workers: int = typer.Option(4, help="llm: pairs labelled concurrently."),
+    both_orders: bool = typer.Option(
+        False, "--both-orders/--one-order",
+        help="llm: also ask with the images swapped; keep only labels both orders agree on.",
+    ),
     image_size: Optional[int] = typer.Option(None, help="llm: resize frames to this square size before sending."),
     detail: Optional[str] = typer.Option(None, help="llm: OpenAI image detail (low | high | auto)."),
     encoder: str = typer.Option("clip", help="Reward-model encoder: clip (frozen CLIP + MLP) | pixels | cnn."),
@@ -234,7 +238,7 @@ def fit_rlvlmf_cmd(
             if not phrase:
                 raise ConfigError("--labeller llm needs --goal (or a task card with a vlm section)")
             lab = LLMLabeller(be, phrase, label_backend=label_be, cache=cache_path, workers=workers,
-                              image_size=image_size, detail=detail)
+                              image_size=image_size, detail=detail, both_orders=both_orders)
         else:
             raise ConfigError(f"unknown labeller {labeller!r}: use clip or llm")
         spec = EncoderSpec(encoder, model=clip_model, pretrained=pre, seed=seed, size=encoder_size)

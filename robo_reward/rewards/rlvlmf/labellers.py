@@ -136,6 +136,8 @@ class LabelStats:
         labelled: answered by the labeller itself (one per distinct new pair).
         unsure: ``-1`` labels returned (cached or new).
         unreadable: new labels whose reply could not be parsed (counted as unsure too).
+        order_disagreements: new pairs whose two decided answers (``both_orders``)
+            contradicted each other (counted as unsure too).
     """
 
     pairs: int = 0
@@ -143,6 +145,7 @@ class LabelStats:
     labelled: int = 0
     unsure: int = 0
     unreadable: int = 0
+    order_disagreements: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counts as a dict."""
@@ -227,6 +230,8 @@ class PairLabeller(abc.ABC):
                     self.stats.labelled += 1
                     if extra.get("unreadable"):
                         self.stats.unreadable += 1
+                    if extra.get("order_disagreement"):
+                        self.stats.order_disagreements += 1
                 if self.cache is not None:
                     self.cache.put(k, label, self.kind, **extra)
 
@@ -272,6 +277,11 @@ class LLMLabeller(PairLabeller):
         image_size: resize frames to this square size (nearest neighbour) before sending
             (``None``: as they are).
         workers: pairs labelled concurrently (each pair's two queries stay in order).
+        both_orders: also ask about each pair with the images swapped, and keep a label
+            only when the two answers agree (image 1 in one order is image 2 in the other);
+            otherwise the pair is unsure (``extra["order_disagreement"]``). Vision-language
+            judges often favour one position; this doubles the queries and drops the
+            labels that depend on the order.
     """
 
     kind = "llm"
@@ -290,6 +300,7 @@ class LLMLabeller(PairLabeller):
         detail: str | None = None,
         image_size: int | None = None,
         workers: int = 1,
+        both_orders: bool = False,
     ):
         super().__init__(cache)
         from ...llm import make_backend
@@ -310,21 +321,40 @@ class LLMLabeller(PairLabeller):
         self.detail = detail
         self.image_size = None if image_size is None else int(image_size)
         self.workers = int(workers)
+        self.both_orders = bool(both_orders)
 
     def fingerprint(self) -> str:
-        """Models, prompts, goal, sampling parameters and image handling."""
+        """Models, prompts, goal, sampling parameters, image handling and the order check."""
         return json.dumps({
             "kind": self.kind, "model": self.backend.model, "label_model": self.label_backend.model,
             "prompts": self.prompts.fingerprint(), "goal": self.goal, "temperature": self.temperature,
             "max_tokens": self.max_tokens, "label_max_tokens": self.label_max_tokens, "detail": self.detail,
-            "image_size": self.image_size,
+            "image_size": self.image_size, **({"both_orders": True} if self.both_orders else {}),
         }, sort_keys=True)
 
     def _image(self, frame: np.ndarray) -> np.ndarray:
         return frame if self.image_size is None else _resize_nearest(frame, self.image_size)
 
     def compare(self, frame1: Any, frame2: Any) -> tuple[int, dict[str, Any]]:
-        """Ask about one pair (no cache): ``(label, {"analysis", "answer", "unreadable"})``."""
+        """Ask about one pair (no cache): ``(label, {"analysis", "answer", "unreadable"})``.
+
+        With ``both_orders`` the pair is asked about twice (the second time swapped); the
+        extra info then also holds ``"swapped"`` (the second answer's dict) and, when
+        the two decided answers disagree, ``"order_disagreement": True``.
+        """
+        label, extra = self._ask(frame1, frame2)
+        if not self.both_orders:
+            return label, extra
+        label2, extra2 = self._ask(frame2, frame1)
+        extra["swapped"] = extra2
+        flipped = {FIRST: SECOND, SECOND: FIRST}.get(label2, UNSURE)
+        if label != flipped:
+            if label != UNSURE and flipped != UNSURE:
+                extra["order_disagreement"] = True
+            label = UNSURE
+        return label, extra
+
+    def _ask(self, frame1: Any, frame2: Any) -> tuple[int, dict[str, Any]]:
         first = self.backend.chat(
             analysis_messages(self._image(np.asarray(frame1)), self._image(np.asarray(frame2)), self.goal,
                               self.prompts, self.detail),
