@@ -67,6 +67,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import robo_reward as rr
+from robo_reward.bench.files import write_result_files
 from robo_reward.agents.barfi import BARFI
 from robo_reward.core.types import RewardOutput, RewardPlugin, TransitionBatch
 
@@ -366,12 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["total_s"] = time.perf_counter() - t0
     report["verdict"] = verdict(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    out.with_suffix(".md").write_text(render(report))
-    if not args.quiet:
-        print(render(report))
+    write_result_files(args.out, report, render(report), echo=not args.quiet)
     return 0
 
 

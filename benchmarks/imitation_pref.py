@@ -71,6 +71,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from robo_reward.bench.files import write_result_files
+
 ENV_ID = "Reacher-v4"
 SEGMENT_LENGTH = 25
 GAMMA = 0.99
@@ -838,12 +840,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         res["rerendered"] = True
     else:
         res = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    md = markdown(res)
-    out.with_suffix(".md").write_text(md)
-    print(md)
+    write_result_files(args.out, res, markdown(res))
 
 
 if __name__ == "__main__":

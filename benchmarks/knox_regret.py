@@ -26,15 +26,14 @@ Writes ``<out>.json`` (every run) and ``<out>.md`` (the table and the paper's cl
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
+from robo_reward.bench.files import write_result_files
 from robo_reward.rewards.preference.regret import generate_preferences, learn_reward
 from robo_reward.tabular import random_gridworld
 
@@ -186,12 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="benchmarks/results/knox_regret")
     args = ap.parse_args(argv)
     res = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    md = markdown(res)
-    out.with_suffix(".md").write_text(md)
-    print(md)
+    write_result_files(args.out, res, markdown(res))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from robo_reward.bench.files import write_result_files
+
 PAPER = "Emukpere, Wu, Perez, Renders, \"SLIM: Skill Learning with Multiple Critics\" (arXiv:2402.00823)"
 PAPER_CLAIM = (
     "\"[...] tackling this by augmenting skill discovery rewards with additional rewards through a naive "
@@ -267,12 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["total_s"] = time.perf_counter() - t0
     report["verdict"] = verdict(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    out.with_suffix(".md").write_text(render(report))
-    if not args.quiet:
-        print(render(report))
+    write_result_files(args.out, report, render(report), echo=not args.quiet)
     return 0
 
 

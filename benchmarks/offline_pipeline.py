@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from robo_reward.bench.files import write_result_files
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 MIXTURE = "expert@0.2+noisy:1.0@0.3+random@0.5"
@@ -274,10 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "reference": refs,
         "total_s": round(time.perf_counter() - t_start, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    args.out.with_suffix(".md").write_text(render_markdown(result))
-    print(render_markdown(result))
+    write_result_files(args.out, result, render_markdown(result), indent=2)
     return result
 
 

@@ -47,7 +47,6 @@ Writes ``<out>.json`` (every demo) and ``<out>.md`` (the tables). The CLIP tower
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -61,6 +60,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from robo_reward.bench.files import write_result_files
 from robo_reward.rewards.perceptual import labels_from_boundaries, segment_features
 
 PAPER = ("Sermanet, Xu & Levine, \"Unsupervised Perceptual Rewards for Imitation Learning\", "
@@ -485,12 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     res = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    md = markdown(res)
-    out.with_suffix(".md").write_text(md)
-    print(md)
+    write_result_files(args.out, res, markdown(res))
 
 
 if __name__ == "__main__":

@@ -27,13 +27,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -41,6 +39,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from robo_reward.bench.files import write_result_files
 from robo_reward.agents.ppo import PPO
 
 TASKS: dict[str, dict[str, Any]] = {
@@ -229,11 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "total_wall_s": time.perf_counter() - t_start,
         "tasks": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    out.with_suffix(".md").write_text(render_markdown(report))
-    print(render_markdown(report))
+    write_result_files(args.out, report, render_markdown(report), indent=2)
     return report
 
 

@@ -614,3 +614,16 @@ def test_smoke_suite_end_to_end(tmp_path):
     cells = pd.read_csv(tmp_path / "report" / "cells.csv")
     assert list(cells["reward"]) == ["env", "distance"] and list(cells["seeds"]) == [4, 4]
     assert (tmp_path / "report" / "index.html").stat().st_size > 50_000
+
+
+def test_write_result_files(tmp_path, capsys):
+    """A benchmark's results: OUT.json and OUT.md side by side, the folder made, the table printed."""
+    from robo_reward.bench.files import write_result_files
+
+    path = write_result_files(tmp_path / "deep" / "bench.txt", {"ratio": 0.97, "rows": [1, 2]}, "| a |\n", indent=2)
+    assert path == tmp_path / "deep" / "bench.json"
+    assert json.loads(path.read_text()) == {"ratio": 0.97, "rows": [1, 2]}
+    assert (tmp_path / "deep" / "bench.md").read_text() == "| a |\n"
+    assert "| a |" in capsys.readouterr().out
+    write_result_files(tmp_path / "quiet", {}, "x", echo=False)
+    assert capsys.readouterr().out == "" and (tmp_path / "quiet.md").read_text() == "x"

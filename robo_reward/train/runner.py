@@ -40,6 +40,7 @@ from .config import RunConfig, load_run_config, write_run_config
 from .evaluate import EVAL_SEED_OFFSET, evaluate, record_video, write_eval_json
 from .native import NATIVE_SUFFIX, is_native, model_suffix
 from .offline import REWARDS_FILE, is_offline
+from .records import write_json_atomic
 
 METRICS_WINDOW = 20
 """Episodes averaged in each ``metrics.jsonl`` line and in the summary's training stats."""
@@ -121,12 +122,6 @@ def _versions() -> dict[str, str]:
 
     out["robo_reward"] = __version__
     return out
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
-    tmp.replace(path)
 
 
 def build_vec_env(card: Any, plugin: Any, config: RunConfig, seed: int) -> Any:
@@ -308,7 +303,7 @@ class Runner:
                 "env_seed": seed,
             }
         )
-        _write_json(self.run_dir / "segments.json", segments)
+        write_json_atomic(self.run_dir / "segments.json", segments)
         return self
 
     def _setup_native(self, start: Checkpoint | None, seed: int) -> None:
@@ -440,7 +435,7 @@ class Runner:
 
     def _write_final_meta(self, steps_done: int, total_train: float, episodes: int) -> None:
         """Write ``final_model.json`` beside the final model."""
-        _write_json(
+        write_json_atomic(
             self.run_dir / "final_model.json",
             {"timesteps": steps_done, "train_time_s": round(total_train, 3), "segment": self.segment,
              "episodes": episodes},
@@ -665,7 +660,7 @@ class Runner:
             "library_version": cfg.library_version,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        _write_json(self.run_dir / "summary.json", summary)
+        write_json_atomic(self.run_dir / "summary.json", summary)
         return summary
 
 
