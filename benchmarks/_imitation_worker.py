@@ -20,7 +20,12 @@ layer, ``PreferenceModel``, ``CrossEntropyRewardLoss``, ``BasicRewardTrainer``,
 * ``fixed`` — the reward trainer on exactly the labelled pairs the main script drew (and
   labelled with its teacher), the first ``budget`` of them;
 * ``loop`` — ``PreferenceComparisons.train(total_timesteps=0, total_comparisons=budget)``
-  on the pool episodes: imitation's own query schedule, fragmenter and synthetic teacher.
+  on the pool episodes: imitation's own query schedule, fragmenter and synthetic teacher;
+* ``active`` — the same loop with imitation's active selection: a ``RewardEnsemble`` of
+  three such nets trained by ``EnsembleTrainer`` (bagging), and ``ActiveSelectionFragmenter``
+  choosing the pairs with the largest variance of the members' logits among
+  ``fragment_sample_factor`` times as many random candidates. Each member is exported
+  (``models/active_s<seed>_b<budget>_m<k>.npz``); the ensemble's reward is their mean.
 
 Usage (normally only through ``imitation_pref.py``)::
 
@@ -182,6 +187,49 @@ def run_loop(
             "comparisons": int(len(algo.dataset))}
 
 
+def run_active(
+    data: Any, cfg: dict[str, Any], spaces: tuple[Any, Any], seed: int, budget: int, log: Any
+) -> dict[str, Any]:
+    """``run_loop`` with imitation's active selection over a reward ensemble (see the module docstring)."""
+    from imitation.algorithms import preference_comparisons as pc
+    from imitation.rewards.reward_nets import RewardEnsemble
+
+    loop, active = cfg["loop"], cfg["active"]
+    rng = np.random.default_rng(seed)
+    members = [build_net(spaces, seed * 1000 + k) for k in range(active["members"])]
+    net = RewardEnsemble(spaces[0], spaces[1], members)
+    model = pc.PreferenceModel(net)
+    trainer = pc.EnsembleTrainer(model, pc.CrossEntropyRewardLoss(), rng=rng, batch_size=loop["batch_size"],
+                                 epochs=loop["epochs"], lr=loop["lr"], custom_logger=log)
+    fragmenter = pc.ActiveSelectionFragmenter(
+        model, pc.RandomFragmenter(rng=rng, warning_threshold=0, custom_logger=log),
+        fragment_sample_factor=active["fragment_sample_factor"], uncertainty_on="logit", custom_logger=log,
+    )
+    algo = pc.PreferenceComparisons(
+        pc.TrajectoryDataset(episodes(data), rng=rng, custom_logger=log),
+        net,
+        num_iterations=loop["num_iterations"],
+        fragmenter=fragmenter,
+        preference_gatherer=pc.SyntheticGatherer(temperature=1.0 / cfg["teacher_beta"], rng=rng, custom_logger=log),
+        reward_trainer=trainer,
+        fragment_length=loop["fragment_length"],
+        transition_oversampling=1,
+        initial_comparison_frac=loop["initial_comparison_frac"],
+        initial_epoch_multiplier=loop["initial_epoch_multiplier"],
+        custom_logger=log,
+        query_schedule="hyperbolic",
+    )
+    t0, c0 = time.perf_counter(), time.process_time()
+    with open(os.devnull, "w") as devnull:
+        stdout, sys.stdout = sys.stdout, devnull
+        try:
+            algo.train(total_timesteps=0, total_comparisons=budget)
+        finally:
+            sys.stdout = stdout
+    return {"members": list(net.members), "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0, "comparisons": int(len(algo.dataset))}
+
+
 def query_schedule(total: int, iterations: int, initial_frac: float) -> list[int]:
     """The comparisons per iteration that ``PreferenceComparisons.train`` asks for (its own helpers)."""
     from imitation.algorithms.preference_comparisons import QUERY_SCHEDULES
@@ -244,19 +292,24 @@ def main(argv: list[str]) -> int:
     env = gym.make(cfg["env_id"])
     spaces = (env.observation_space, env.action_space)
     env.close()
-    runners = {"fixed": run_fixed, "loop": run_loop}
+    runners = {"fixed": run_fixed, "loop": run_loop, "active": run_active}
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         log = quiet_logger(Path(tmp))
         for arm in cfg["arms"]:
             for seed in cfg["seeds"]:
-                for budget in cfg["budgets"] if arm == "fixed" else cfg["loop_budgets"]:
+                for budget in cfg["budgets"] if arm == "fixed" else cfg["loop_budgets"]:  # loop and active
                     res = runners[arm](data, cfg, spaces, seed, budget, log)
-                    path = out_dir / "models" / f"{arm}_s{seed}_b{budget}.npz"
-                    export_mlp(res["net"], path, data["probe_obs"], data["probe_act"])
+                    nets = res["members"] if "members" in res else [res["net"]]
+                    paths = []
+                    for k, member in enumerate(nets):
+                        suffix = f"_m{k}" if "members" in res else ""
+                        path = out_dir / "models" / f"{arm}_s{seed}_b{budget}{suffix}.npz"
+                        export_mlp(member, path, data["probe_obs"], data["probe_act"])
+                        paths.append(str(path))
                     records.append({"arm": arm, "seed": seed, "budget": budget, "seconds": res["seconds"],
-                                    "cpu_seconds": res["cpu_seconds"],
-                                    "comparisons": res["comparisons"], "model": str(path)})
+                                    "cpu_seconds": res["cpu_seconds"], "comparisons": res["comparisons"],
+                                    "model": paths[0] if len(paths) == 1 else paths})
                     print(f"imitation {arm} seed={seed} budget={budget}: {res['seconds']:.1f} s wall, "
                           f"{res['cpu_seconds']:.1f} s CPU", flush=True)
         result = {"records": records, "checks": checks(data, cfg, log), "versions": versions()}

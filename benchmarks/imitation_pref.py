@@ -80,6 +80,9 @@ TEACHER_BETA = 1.0
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_imitation_worker.py"
 DEFAULT_VENV = HERE / "_venvs" / "imitation"
+#: Candidate pairs per query for active selection (robo_reward's loop uses the same factor).
+ACTIVE_SAMPLE_FACTOR = 10
+ACTIVE_METHOD = "own loop · imitation (active selection, ensemble of 3)"
 #: What the imitation environment gets, in this order (torch first: it is on local disk here).
 IMITATION_REQUIREMENTS = (("torch==2.14.1",), ("imitation==1.0.1", "gymnasium[mujoco]==0.29.1", "mujoco==3.3.0"))
 IMITATION_PINS = {"imitation": "1.0.1", "gymnasium": "0.29.1", "torch": "2.14.1"}
@@ -372,6 +375,17 @@ def run_imitation_worker(python: Path, config: dict[str, Any], work: Path, *, qu
     return json.loads((work / "results.json").read_text())
 
 
+def ensemble_reward_fn(paths: Sequence[str | Path]) -> Callable[..., np.ndarray]:
+    """The mean of several exported nets (an imitation ``RewardEnsemble``'s members), as ``r(obs, act, next_obs)``."""
+    fns = [mlp_reward_fn(p) for p in paths]
+
+    def fn(obs: Any, act: Any, next_obs: Any = None) -> np.ndarray:
+        return np.mean([f(obs, act, next_obs) for f in fns], axis=0)
+
+    fn.probe_error = max(f.probe_error for f in fns)  # type: ignore[attr-defined]
+    return fn
+
+
 def mlp_reward_fn(path: str | Path, *, tol: float = 1e-4) -> Callable[..., np.ndarray]:
     """Load a reward net written by the worker's ``export_mlp`` as ``r(obs, act, next_obs) -> float64[n]``.
 
@@ -505,7 +519,9 @@ def markdown(res: dict[str, Any]) -> str:
         f"initial comparisons, {s['loop']['epochs']} epochs per iteration, ×{s['loop']['initial_epoch_multiplier']:g} "
         "on the first, random fragments of any 25-step window: its training script's defaults); robo_reward "
         f"`PreferenceTrainer` with the same queries per round, {s['ours_loop_epochs']} epochs per round, candidates "
-        "×10 for active selection, over the pool's fixed segments.",
+        "×10 for active selection, over the pool's fixed segments; imitation's active selection: the same loop with "
+        "a RewardEnsemble of 3 nets (EnsembleTrainer, bagging) and ActiveSelectionFragmenter (variance of the "
+        "members' logits over ×10 random candidates).",
         f"* Distance: EPIC (γ = {GAMMA}, {s['epic_n_mean']} samples per expectation) and Pearson "
         "`sqrt((1 − ρ)/2)` to the true reward on the held-out transitions; 0 = same reward up to shaping and "
         "scale, 0.5 = uncorrelated.",
@@ -663,7 +679,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="imitation_pref_") as tmp:
             work = Path(tmp)
             np.savez(work / "data.npz", **data)
-            arms = ["fixed"] + ([] if args.no_loop else ["loop"])
+            arms = ["fixed"] + ([] if args.no_loop else ["loop"] + ([] if args.no_active else ["active"]))
             cfg = {
                 "data": str(work / "data.npz"), "out_dir": str(work), "env_id": ENV_ID, "seeds": list(args.seeds),
                 "budgets": budgets, "loop_budgets": loop_budgets, "arms": arms, "teacher_beta": TEACHER_BETA,
@@ -671,17 +687,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "loop": {"num_iterations": args.loop_iterations, "epochs": 3, "initial_epoch_multiplier": 200.0,
                          "initial_comparison_frac": 0.1, "fragment_length": SEGMENT_LENGTH, "batch_size": 32,
                          "lr": 1e-3},
+                "active": {"members": 3, "fragment_sample_factor": ACTIVE_SAMPLE_FACTOR},
             }
             say("imitation (its own virtual environment)")
             before = _cpu_seconds(resource.RUSAGE_CHILDREN)
             out = run_imitation_worker(python, cfg, work, quiet=args.quiet)
             worker_cpu = _cpu_seconds(resource.RUSAGE_CHILDREN) - before
             names = {"fixed": ("same pairs", "same pairs · imitation"),
-                     "loop": ("own loop", "own loop · imitation (PreferenceComparisons)")}
+                     "loop": ("own loop", "own loop · imitation (PreferenceComparisons)"),
+                     "active": ("own loop", ACTIVE_METHOD)}
             probe_err = 0.0
             for rec in out["records"]:
                 arm, method = names[rec["arm"]]
-                fn = mlp_reward_fn(rec["model"])
+                fn = ensemble_reward_fn(rec["model"]) if isinstance(rec["model"], list) else mlp_reward_fn(rec["model"])
                 probe_err = max(probe_err, fn.probe_error)
                 record(arm, "imitation", method, rec["seed"], rec["budget"], fn,
                        rec["seconds"], rec["cpu_seconds"], rec["comparisons"])
@@ -691,7 +709,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             versions["imitation"] = out["versions"]
 
     order = ["same pairs · robo_reward", SHAPED_METHOD, "same pairs · imitation", "own loop · robo_reward (disagreement queries)",
-             "own loop · robo_reward (uniform queries)", "own loop · imitation (PreferenceComparisons)"]
+             "own loop · robo_reward (uniform queries)", "own loop · imitation (PreferenceComparisons)", ACTIVE_METHOD]
     records.sort(key=lambda r: (order.index(r["method"]) if r["method"] in order else 99, r["seed"], r["budget"]))
     summary = summarize(records, all_budgets, args.targets)
     res = {
@@ -708,6 +726,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "eval_transitions": len(transitions), "epic_n_mean": args.epic_n_mean, "fixed": fixed,
             "loop": {"num_iterations": args.loop_iterations, "epochs": 3, "initial_epoch_multiplier": 200.0,
                      "initial_comparison_frac": 0.1, "schedules": {str(b): schedules[b] for b in loop_budgets}},
+            "active": None if args.no_loop or args.no_active else {
+                "members": 3, "fragment_sample_factor": ACTIVE_SAMPLE_FACTOR, "uncertainty_on": "logit"},
             "ours_loop_epochs": args.ours_loop_epochs,
         },
         "references": references,
@@ -730,8 +750,10 @@ NOTES = [
     "its own (robo_reward from the pool's fixed 25-step segments, imitation random 25-step windows of the same "
     "episodes) and labels them with its own random numbers. No agent is trained on either side: the "
     "data are the fixed pool, so the comparison is about reward learning, not RL.",
-    "imitation also offers active selection (ActiveSelectionFragmenter over a reward ensemble); it is not run here. "
-    "robo_reward's uniform-query row is the like-for-like comparison with imitation's default random fragmenter.",
+    "imitation's active selection row uses its own pieces (RewardEnsemble of three of its default nets, "
+    "EnsembleTrainer with bagging, ActiveSelectionFragmenter on the variance of the members' logits) with "
+    f"{ACTIVE_SAMPLE_FACTOR}× candidates, as robo_reward's disagreement row has; it is the like-for-like comparison "
+    "with that row, and robo_reward's uniform-query row is the one for imitation's default random fragmenter.",
     "Reacher's true reward depends on (s, a) only; both libraries' nets read (s, a).",
     "On this evaluation mix most of the true reward's variance is the control cost: the reference reward "
     "−‖a‖² alone is closer to the truth than any learned reward here. The distances rank learners; they do not "
@@ -747,7 +769,8 @@ def verdict(summary: list[dict[str, Any]], targets: Sequence[float]) -> list[str
     by = {row["method"]: row for row in summary}
     pairs = [("same pairs · robo_reward", "same pairs · imitation"), (SHAPED_METHOD, "same pairs · imitation"),
              ("own loop · robo_reward (disagreement queries)", "own loop · imitation (PreferenceComparisons)"),
-             ("own loop · robo_reward (uniform queries)", "own loop · imitation (PreferenceComparisons)")]
+             ("own loop · robo_reward (uniform queries)", "own loop · imitation (PreferenceComparisons)"),
+             ("own loop · robo_reward (disagreement queries)", ACTIVE_METHOD)]
     out = []
     for ours, theirs in pairs:
         if ours not in by or theirs not in by:
@@ -816,6 +839,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ours-loop-epochs", type=int, default=50)
     ap.add_argument("--loop-iterations", type=int, default=5)
     ap.add_argument("--no-loop", action="store_true", help="only the same-pairs arm")
+    ap.add_argument("--no-active", action="store_true", help="skip imitation's active-selection loop")
     ap.add_argument("--no-imitation", action="store_true", help="robo_reward's side only (no imitation environment)")
     ap.add_argument("--venv", default=str(DEFAULT_VENV), help="the imitation virtual environment (created if missing)")
     ap.add_argument("--quiet", action="store_true")

@@ -135,6 +135,17 @@ def test_exported_net_reader(bench, tmp_path):
         bench.mlp_reward_fn(tmp_path / "bad.npz")
 
 
+def test_ensemble_reader_is_the_members_mean(bench, tmp_path):
+    """imitation's RewardEnsemble is scored as the mean of its exported members."""
+    a = _write_mlp(tmp_path / "m0.npz", np.random.default_rng(1))
+    b = _write_mlp(tmp_path / "m1.npz", np.random.default_rng(2))
+    fn = bench.ensemble_reward_fn([tmp_path / "m0.npz", tmp_path / "m1.npz"])
+    obs, act = np.random.default_rng(3).normal(size=(7, 11)), np.random.default_rng(4).normal(size=(7, 2))
+    o32, a32 = obs.astype(np.float32), act.astype(np.float32)
+    np.testing.assert_allclose(fn(obs, act), (a(o32, a32) + b(o32, a32)) / 2, rtol=1e-5, atol=1e-5)
+    assert fn.probe_error < 1e-4
+
+
 def test_quick_flag_shrinks_the_run(bench):
     args = bench.parse_args(["--quick", "--no-imitation"])
     assert args.seeds == [0] and args.budgets == [50, 200] and args.no_imitation
