@@ -592,3 +592,25 @@ def test_card_deploy_section_is_validated_and_read(tmp_path):
     bad = _write(tmp_path, GOOD_CARD + "deploy:\n  safety: {max_speed: 4.0}\n", "bad.yaml")
     with pytest.raises(TaskCardError, match="max_speed"):
         load_card(bad)
+
+
+def _near_goal(next_obs, infos):
+    """A success predicate for the test below: first observation entry above 0.5."""
+    return np.asarray(next_obs)[:, 0] > 0.5
+
+
+def test_success_signal_on_a_vector_info():
+    """evaluate_vector reads a batched info key directly and agrees with the per-row evaluate."""
+    info = {"dist": np.array([0.01, 0.2, 0.04]), "_dist": np.ones(3, bool), "ok": np.array([1, 0, 1]),
+            "_ok": np.ones(3, bool)}
+    rows = [{"dist": 0.01, "ok": 1}, {"dist": 0.2, "ok": 0}, {"dist": 0.04, "ok": 1}]
+    obs = np.array([[0.9], [0.1], [0.6]])
+    for sig in (SuccessSignal(info_key="ok"), SuccessSignal(info_key="dist", threshold=0.05, below=True),
+                SuccessSignal(predicate=f"{__name__}:_near_goal")):
+        got = sig.evaluate_vector(obs, info, 3)
+        np.testing.assert_array_equal(got, sig.evaluate(obs, rows))
+    np.testing.assert_array_equal(SuccessSignal(info_key="ok").evaluate_vector(obs, info, 3), [True, False, True])
+    # a key some rows lack goes through the per-row path, which says which key is missing
+    partial = {"ok": np.array([1, 0, 1]), "_ok": np.array([True, False, True])}
+    with pytest.raises(ConfigError, match="'ok' is missing"):
+        SuccessSignal(info_key="ok").evaluate_vector(obs, partial, 3)

@@ -93,3 +93,21 @@ class SuccessSignal:
         if self.threshold is None:
             return arr != 0
         return arr <= self.threshold if self.below else arr >= self.threshold
+
+    def evaluate_vector(self, next_obs: Any, info: Mapping[str, Any], n: int) -> np.ndarray:
+        """:meth:`evaluate` on a Gymnasium *vector* ``info`` (a dict of ``[n]`` arrays with ``_key`` masks).
+
+        An ``info_key`` signal reads the batched array directly (no per-row dicts, which
+        matters for thousands of sub-envs); a predicate gets the per-row dicts it expects.
+        """
+        if self.info_key is not None and self.info_key in info:
+            mask = info.get(f"_{self.info_key}")
+            if mask is None or bool(np.all(mask)):
+                arr = np.asarray(info[self.info_key], dtype=np.float64).reshape(-1)
+                if arr.shape == (n,):
+                    if self.threshold is None:
+                        return arr != 0
+                    return arr <= self.threshold if self.below else arr >= self.threshold
+        from ..wrappers._common import unbatch_infos
+
+        return self.evaluate(next_obs, unbatch_infos(info, n))

@@ -213,12 +213,9 @@ class ManiSkillBatchEnv(gym.vector.VectorEnv):
     def _add_success(self, obs: Any, info: dict[str, Any]) -> dict[str, Any]:
         """Add ``info["is_success"]`` from the card's success signal (as the CPU sub-envs do)."""
         if self._signal is not None:
-            from ..wrappers._common import unbatch_infos
             from .make import SUCCESS_INFO_KEY
 
-            info[SUCCESS_INFO_KEY] = np.asarray(
-                self._signal.evaluate(obs, tuple(unbatch_infos(info, self.num_envs))), dtype=bool
-            )
+            info[SUCCESS_INFO_KEY] = np.asarray(self._signal.evaluate_vector(obs, info, self.num_envs), dtype=bool)
             info[f"_{SUCCESS_INFO_KEY}"] = np.ones(self.num_envs, dtype=bool)
         return info
 
