@@ -129,6 +129,35 @@ def test_vector_same_step_uses_final_obs_and_final_info():
         assert list(np.array(next_t)[:, i]) == [((k % L) + 1) for k in range(STEPS)]
 
 
+class _Needs(RewardPlugin):
+    """A plugin that asks for the given fields and returns zeros."""
+
+    def __init__(self, requires):
+        self.requires = frozenset(requires)
+
+    def compute(self, batch):
+        return RewardOutput(np.zeros(len(batch), np.float32))
+
+
+@pytest.mark.parametrize("requires", [(), ("obs",), ("env_reward",), ("info",), ("next_obs",), ("obs", "next_obs")])
+def test_vector_same_step_returns_the_reset_observation_whatever_the_plugin_needs(requires):
+    """The wrapper never writes the final observation into what it returns (it did for plugins without next_obs)."""
+    def make():
+        return SyncVectorEnv([lambda L=L: CountEnv(L) for L in LENGTHS], autoreset_mode=AutoresetMode.SAME_STEP)
+
+    raw, env = make(), rr.VectorRewardWrapper(make(), _Needs(requires))
+    raw.reset(seed=0)
+    env.reset(seed=0)
+    acts = _actions(len(LENGTHS))
+    ended = 0
+    for _ in range(STEPS):
+        o_raw, *_, trunc_raw, info_raw = raw.step(acts)
+        o, _, term, trunc, info = env.step(acts)
+        np.testing.assert_array_equal(o, o_raw)
+        ended += int((term | trunc).sum())
+    assert ended > 0
+
+
 def test_vector_disabled_autoreset_with_reset_mask():
     plugin = StepCounter()
     venv = SyncVectorEnv([lambda L=L: CountEnv(L) for L in LENGTHS], autoreset_mode=AutoresetMode.DISABLED)

@@ -108,11 +108,16 @@ class VectorRewardWrapper(gym.vector.VectorWrapper):
         next_obs = obs
         step_infos = None
         done = np.logical_or(terminated, truncated)
-        if mode == AutoresetMode.SAME_STEP and done.any():
-            next_obs = copy_obs(obs) if (self._need_next or self._need_obs) else obs
+        if mode == AutoresetMode.SAME_STEP and done.any() and self._need_next:
+            # the plugin's next_obs is the real last observation; the returned obs stays the reset one
+            next_obs = copy_obs(obs)
             final_obs = infos["final_obs"]
-            for i in np.flatnonzero(done):
-                set_row(next_obs, int(i), final_obs[i])
+            if (isinstance(final_obs, np.ndarray) and final_obs.dtype != object and isinstance(next_obs, np.ndarray)
+                    and final_obs.shape == next_obs.shape):
+                next_obs[done] = final_obs[done]  # a batched simulator's [n, ...] array: one copy
+            else:
+                for i in np.flatnonzero(done):
+                    set_row(next_obs, int(i), final_obs[i])
         if self._need_info or (self._need_frames and mode == AutoresetMode.SAME_STEP):
             step_infos = unbatch_infos(infos, n)
             if mode == AutoresetMode.SAME_STEP and done.any():
