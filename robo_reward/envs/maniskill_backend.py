@@ -226,7 +226,10 @@ class ManiSkillBatchEnv(gym.vector.VectorEnv):
         import torch
 
         n = self.num_envs
-        acts = torch.as_tensor(np.asarray(actions), device=self.device)
+        acts = np.asarray(actions)
+        if acts.dtype.kind == "f":
+            acts = acts.astype(np.float32, copy=False)  # ManiSkill's controllers run in float32
+        acts = torch.as_tensor(acts, device=self.device)
         if acts.shape[0] != n:
             raise ConfigError(f"expected actions for {n} sub-envs, got an array of shape {tuple(acts.shape)}")
         obs, reward, terminated, truncated, info = self.maniskill_env.step(acts)
