@@ -91,10 +91,12 @@ class RunRecord:
 
     @property
     def key(self) -> tuple[str, str, str]:
+        """The run's cell without the seed: ``(task, reward, agent)``."""
         return (self.task, self.reward, self.agent)
 
     @property
     def video(self) -> Path | None:
+        """The run's evaluation video, when it has one."""
         rel = (self.summary or {}).get("video")
         p = self.run_dir / rel if rel else self.run_dir / "videos" / "eval.mp4"
         return p if p.is_file() else None

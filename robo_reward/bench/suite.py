@@ -259,6 +259,7 @@ class Cell:
 
     @property
     def steps(self) -> int:
+        """Training steps of the cell's run."""
         return int(self.config["steps"])
 
     def to_json(self) -> dict[str, Any]:
@@ -278,6 +279,7 @@ class Cell:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Cell":
+        """Rebuild a cell from what :meth:`to_json` wrote."""
         d = dict(data)
         d["run_dir"] = Path(d["run_dir"])
         return cls(**d)

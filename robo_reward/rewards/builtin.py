@@ -20,6 +20,7 @@ class EnvReward(RewardPlugin):
     requires = frozenset({"env_reward"})
 
     def compute(self, batch: TransitionBatch) -> RewardOutput:
+        """The env's own reward of each row, as the plugin's reward."""
         return RewardOutput(batch.env_reward)
 
 
@@ -36,6 +37,7 @@ class ConstantReward(RewardPlugin):
         self._cache: dict[int, RewardOutput] = {}
 
     def compute(self, batch: TransitionBatch) -> RewardOutput:
+        """The constant for every row (a cached, read-only output)."""
         n = len(batch.env_ids)
         out = self._cache.get(n)
         if out is None:
@@ -78,6 +80,7 @@ class SparseSuccessReward(RewardPlugin):
         self.value = float(value)
 
     def compute(self, batch: TransitionBatch) -> RewardOutput:
+        """``value`` where the task's success signal holds, else 0."""
         ok = self.signal.evaluate(batch.next_obs, batch.infos or [{}] * len(batch))
         r = ok.astype(np.float32) * np.float32(self.value)
         return RewardOutput(r, {"success": ok.astype(np.float32)})
@@ -115,6 +118,7 @@ class PythonReward(RewardPlugin):
         return RewardOutput(np.asarray(value, dtype=np.float32).reshape(n))
 
     def compute(self, batch: TransitionBatch) -> RewardOutput:
+        """Call the user's function on the batch and validate its output."""
         n = len(batch)
         try:
             if self.batched:
