@@ -339,45 +339,14 @@ def test_native_errors(tmp_path):
 @pytest.mark.slow
 def test_native_resume_after_sigkill(tmp_path):
     """A real kill -9 of the CLI process training ppo-native, then --resume to the same step target."""
-    import subprocess
-    import sys
-    import time
+    from tests.cli_runs import kill_then_resume
 
-    repo = Path(__file__).resolve().parents[1]
-    script = tmp_path / "cli.py"
-    script.write_text(
-        "import typer\nfrom robo_reward.agents.cli import register\n"
-        "app = typer.Typer()\nregister(app)\napp()\n"
-    )
-    run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    args = [
-        sys.executable, str(script), "train", "--task", TASK, "--reward", UPRIGHT, "--agent", "ppo-native",
-        "--steps", "20000", "--hp", "n_steps=256", "--hp", "n_epochs=2", "--checkpoint-freq", "512",
-        "--eval-episodes", "2", "--no-video", "--no-progress", "--out", str(run_dir),
-    ]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        ck = latest_checkpoint(run_dir) if run_dir.exists() else None
-        if ck is not None and ck.timesteps >= 2048:
-            break
-        if proc.poll() is not None:
-            pytest.fail("training finished or crashed before it could be killed")
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    assert not (run_dir / "summary.json").exists()
-    ckpt = latest_checkpoint(run_dir)
-    n_lines = len(_read_jsonl(run_dir / "metrics.jsonl"))
-    done = subprocess.run(
-        [sys.executable, str(script), "train", "--resume", str(run_dir), "--no-progress"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
+    res = kill_then_resume(tmp_path, [
+        "--task", TASK, "--reward", UPRIGHT, "--agent", "ppo-native", "--steps", "20000", "--hp", "n_steps=256",
+        "--hp", "n_epochs=2", "--checkpoint-freq", "512", "--eval-episodes", "2", "--no-video",
+    ], min_checkpoint_steps=2048, poll_s=0.05)
+    summary = res["summary"]
     assert summary["timesteps"] >= 20000 and summary["segments"] == 2
-    lines = _read_jsonl(run_dir / "metrics.jsonl")
-    assert len(lines) > n_lines
-    assert min(line["timesteps"] for line in lines if line["segment"] == 1) > ckpt.timesteps
-    assert PPO.load(run_dir / "final_model.pt", device="cpu").num_timesteps == summary["timesteps"]
+    assert len(res["lines"]) > res["lines_before"]
+    assert min(line["timesteps"] for line in res["lines"] if line["segment"] == 1) > res["checkpoint"].timesteps
+    assert PPO.load(res["run_dir"] / "final_model.pt", device="cpu").num_timesteps == summary["timesteps"]
