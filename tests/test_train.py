@@ -299,6 +299,12 @@ def test_cli_errors_are_reported_not_raised(tiny_run, tmp_path):
     assert result.exit_code == 2 and "--steps" in result.output
     result = runner.invoke(_app(), ["train", "--task", TASK, "--agent", "dqn", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "td3" in result.output
+    result = runner.invoke(_app(), ["train", "--task", TASK, "--agent", "ppo", "--vectorization", "simulator",
+                                    "--out", str(tmp_path / "y")])
+    assert result.exit_code == 2 and "built-in online agents" in " ".join(result.output.split())
+    result = runner.invoke(_app(), ["train", "--task", TASK, "--agent", "ppo-native", "--vectorization", "simulator",
+                                    "--n-envs", "2", "--out", str(tmp_path / "z"), "--no-progress"])
+    assert result.exit_code == 2 and "MJX" in " ".join(result.output.split())  # Reacher: no batched simulator
 
 
 # ----------------------------------------------------------------------------- resume
