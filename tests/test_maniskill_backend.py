@@ -249,3 +249,42 @@ def test_real_maniskill_trains_ppo_native_on_the_batch(maniskill_ready, tmp_path
     assert isinstance(runner.venv.env, ManiSkillBatchEnv)
     summary = runner.run()
     assert summary["timesteps"] >= 64 and (tmp_path / "run" / "final_model.pt").is_file()
+
+
+class FakeDictObsEnv(FakeBatchedEnv):
+    """The same env with dict observations (as ManiSkill's ``state_dict`` and image modes give)."""
+
+    def __init__(self, num_envs: int = N):
+        super().__init__(num_envs)
+        self.single_observation_space = gym.spaces.Dict({
+            "state": gym.spaces.Box(-np.inf, np.inf, (4,), np.float32),
+            "extra": gym.spaces.Dict({"t2": gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)}),
+        })
+
+    def _obs(self):
+        flat = super()._obs()
+        return {"state": flat, "extra": {"t2": 2 * flat[:, :1]}}
+
+
+class DictNextObsReward(RewardPlugin):
+    """Reward = the step counter read from a dict observation."""
+
+    requires = frozenset({"next_obs"})
+
+    def compute(self, batch):
+        return RewardOutput((batch.next_obs["extra"]["t2"][:, 0] / 2).astype(np.float32))
+
+
+def test_dict_observations_keep_their_final_rows():
+    env = ManiSkillBatchEnv(FakeDictObsEnv())
+    assert isinstance(env.observation_space, gym.spaces.Dict)
+    venv = VectorRewardWrapper(env, DictNextObsReward())
+    venv.reset(seed=0)
+    rewards = []
+    for _ in range(4):
+        obs, r, _, tr, info = venv.step(np.zeros((N, 2), np.float32))
+        rewards.append(r.copy())
+        assert set(obs) == {"state", "extra"} and obs["state"].shape == (N, 4)
+    # row 0 ends at t = 2 and row 1 at t = 3: their rewards are 2 and 3, not the reset's 0
+    np.testing.assert_array_equal(np.array(rewards), [[1, 1, 1], [2, 2, 2], [1, 3, 3], [2, 1, 4]])
+    assert obs["state"][1, 0] == 1  # the returned observation is the new episode's
