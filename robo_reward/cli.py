@@ -39,6 +39,25 @@ def rewards_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON i
     console.print(table)
 
 
+@app.command("doctor")
+def doctor_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Check which optional parts can run here (torch build, rendering, simulators, MJX, ...) and what to install."""
+    from rich.markup import escape
+
+    from .doctor import report
+
+    rep = report()
+    if as_json:
+        typer.echo(json.dumps(rep, indent=2))
+        return
+    table = Table("check", "status", "found / why not", "fix",
+                  title=f"robo_reward {rep['robo_reward']} · Python {rep['python']}")
+    for c in rep["checks"]:
+        table.add_row(c["name"], "[green]ok[/green]" if c["ok"] else "[yellow]missing[/yellow]",
+                      escape(c["detail"]), escape(c["fix"]))
+    console.print(table)
+
+
 def _register_subcommands() -> None:
     """Attach the command groups that live next to the code they drive."""
     import importlib

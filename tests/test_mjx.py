@@ -20,22 +20,10 @@ from gymnasium.vector import AutoresetMode
 
 import robo_reward as rr
 from robo_reward.core.errors import ConfigError, MissingDependencyError, TaskCardError
+from robo_reward.envs.mjx_backend import mjx_problem
 
 
-def _mjx_problem() -> str | None:
-    try:
-        import mujoco  # noqa: F401
-    except ImportError:
-        return "mujoco is not installed (pip install 'robo-reward[mujoco]')"
-    try:
-        import jax  # noqa: F401
-        from mujoco import mjx  # noqa: F401
-    except ImportError as exc:
-        return f"jax / mujoco.mjx cannot be imported ({exc}); install the mjx extra: pip install 'robo-reward[mjx]'"
-    return None
-
-
-MJX_PROBLEM = _mjx_problem()
+MJX_PROBLEM = mjx_problem()
 requires_mjx = pytest.mark.skipif(MJX_PROBLEM is not None, reason=MJX_PROBLEM or "")
 
 #: Sub-envs in every HalfCheetah test (one compiled step for the whole module).

@@ -156,7 +156,12 @@ def _resolve_render(card: TaskCard, overrides: Mapping[str, Any] | None) -> Rend
 
 def _family_import_error(card: TaskCard) -> tuple[str, str | None, ImportError] | None:
     """``(missing package, extra, error)`` when the card family's module does not import, else ``None``."""
-    mod, extra = _FAMILY_IMPORTS.get(card.family, (None, None))
+    return family_import_error(card.family)
+
+
+def family_import_error(family: str) -> tuple[str, str | None, ImportError] | None:
+    """``(missing package, extra, error)`` when a task-card family's simulator does not import, else ``None``."""
+    mod, extra = _FAMILY_IMPORTS.get(family, (None, None))
     if mod is None:
         return None
     try:

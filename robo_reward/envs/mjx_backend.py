@@ -93,6 +93,20 @@ _RESET_INFO_KEYS = {
 }
 
 
+def mjx_problem() -> str | None:
+    """Why MJX cannot run here (``mujoco``, ``jax`` or ``mujoco.mjx`` missing), in words; ``None`` when it can."""
+    try:
+        import mujoco  # noqa: F401
+    except ImportError:
+        return "mujoco is not installed (pip install 'robo-reward[mujoco]')"
+    try:
+        import jax  # noqa: F401
+        from mujoco import mjx  # noqa: F401
+    except ImportError as exc:
+        return f"jax / mujoco.mjx cannot be imported ({exc}); install the mjx extra: pip install 'robo-reward[mjx]'"
+    return None
+
+
 def _import_mjx() -> tuple[Any, Any, Any]:
     """Import ``jax``, ``jax.numpy`` and ``mujoco.mjx``, or raise :class:`MissingDependencyError`."""
     try:
