@@ -150,23 +150,17 @@ def run_fixed(
             "comparisons": int(len(dataset))}
 
 
-def run_loop(
-    data: Any, cfg: dict[str, Any], spaces: tuple[Any, Any], seed: int, budget: int, log: Any
-) -> dict[str, Any]:
-    """imitation's ``PreferenceComparisons`` on the pool episodes with ``total_comparisons=budget`` (no agent)."""
+def _train_loop(data: Any, cfg: dict[str, Any], net: Any, fragmenter: Any, trainer: Any, rng: Any,
+                budget: int, log: Any) -> dict[str, Any]:
+    """``PreferenceComparisons.train(total_timesteps=0, total_comparisons=budget)`` on the pool episodes (no agent)."""
     from imitation.algorithms import preference_comparisons as pc
 
     loop = cfg["loop"]
-    rng = np.random.default_rng(seed)
-    net = build_net(spaces, seed)
-    model = pc.PreferenceModel(net)
-    trainer = pc.BasicRewardTrainer(model, pc.CrossEntropyRewardLoss(), rng=rng, batch_size=loop["batch_size"],
-                                    epochs=loop["epochs"], lr=loop["lr"], custom_logger=log)
     algo = pc.PreferenceComparisons(
         pc.TrajectoryDataset(episodes(data), rng=rng, custom_logger=log),
         net,
         num_iterations=loop["num_iterations"],
-        fragmenter=pc.RandomFragmenter(rng=rng, warning_threshold=0, custom_logger=log),
+        fragmenter=fragmenter,
         preference_gatherer=pc.SyntheticGatherer(temperature=1.0 / cfg["teacher_beta"], rng=rng, custom_logger=log),
         reward_trainer=trainer,
         fragment_length=loop["fragment_length"],
@@ -183,8 +177,24 @@ def run_loop(
             algo.train(total_timesteps=0, total_comparisons=budget)
         finally:
             sys.stdout = stdout
-    return {"net": net, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
             "comparisons": int(len(algo.dataset))}
+
+
+def run_loop(
+    data: Any, cfg: dict[str, Any], spaces: tuple[Any, Any], seed: int, budget: int, log: Any
+) -> dict[str, Any]:
+    """imitation's ``PreferenceComparisons`` on the pool episodes with ``total_comparisons=budget`` (no agent)."""
+    from imitation.algorithms import preference_comparisons as pc
+
+    loop = cfg["loop"]
+    rng = np.random.default_rng(seed)
+    net = build_net(spaces, seed)
+    model = pc.PreferenceModel(net)
+    trainer = pc.BasicRewardTrainer(model, pc.CrossEntropyRewardLoss(), rng=rng, batch_size=loop["batch_size"],
+                                    epochs=loop["epochs"], lr=loop["lr"], custom_logger=log)
+    fragmenter = pc.RandomFragmenter(rng=rng, warning_threshold=0, custom_logger=log)
+    return {"net": net, **_train_loop(data, cfg, net, fragmenter, trainer, rng, budget, log)}
 
 
 def run_active(
@@ -205,29 +215,7 @@ def run_active(
         model, pc.RandomFragmenter(rng=rng, warning_threshold=0, custom_logger=log),
         fragment_sample_factor=active["fragment_sample_factor"], uncertainty_on="logit", custom_logger=log,
     )
-    algo = pc.PreferenceComparisons(
-        pc.TrajectoryDataset(episodes(data), rng=rng, custom_logger=log),
-        net,
-        num_iterations=loop["num_iterations"],
-        fragmenter=fragmenter,
-        preference_gatherer=pc.SyntheticGatherer(temperature=1.0 / cfg["teacher_beta"], rng=rng, custom_logger=log),
-        reward_trainer=trainer,
-        fragment_length=loop["fragment_length"],
-        transition_oversampling=1,
-        initial_comparison_frac=loop["initial_comparison_frac"],
-        initial_epoch_multiplier=loop["initial_epoch_multiplier"],
-        custom_logger=log,
-        query_schedule="hyperbolic",
-    )
-    t0, c0 = time.perf_counter(), time.process_time()
-    with open(os.devnull, "w") as devnull:
-        stdout, sys.stdout = sys.stdout, devnull
-        try:
-            algo.train(total_timesteps=0, total_comparisons=budget)
-        finally:
-            sys.stdout = stdout
-    return {"members": list(net.members), "seconds": time.perf_counter() - t0,
-            "cpu_seconds": time.process_time() - c0, "comparisons": int(len(algo.dataset))}
+    return {"members": list(net.members), **_train_loop(data, cfg, net, fragmenter, trainer, rng, budget, log)}
 
 
 def query_schedule(total: int, iterations: int, initial_frac: float) -> list[int]:
