@@ -73,6 +73,16 @@ def check_module(name: str, purpose: str, extra: str, package: str | None = None
     return Check(name, True, f"{_version(mod)}: {purpose}")
 
 
+def _vision(check: Check) -> Check:
+    """A missing vision package next to a CPU-only torch wheel: no PyPI torchvision imports beside it."""
+    if not check.ok:
+        torch, _ = _import("torch")
+        if torch is not None and str(torch.__version__).endswith("+cpu"):
+            check.fix = ("torch is the CPU-only wheel, beside which no PyPI torchvision imports: reinstall with "
+                         "ROBO_REWARD_TORCH=cuda bash scripts/setup.sh (a CUDA build, which also runs on the CPU)")
+    return check
+
+
 def check_rendering() -> Check:
     """Headless MuJoCo rendering: the ``MUJOCO_GL`` backend and its library."""
     backend = os.environ.get("MUJOCO_GL", "")
@@ -133,8 +143,8 @@ def run_checks() -> list[Check]:
         check_torch,
         lambda: check_module("stable_baselines3", "SB3 agents (ppo, sac, td3)", "sb3"),
         check_rendering,
-        lambda: check_module("torchvision", "perceptual rewards' image backbones", "vlm"),
-        lambda: check_module("open_clip", "VLM-RM and the CLIP labeller of RL-VLM-F", "vlm"),
+        lambda: _vision(check_module("torchvision", "perceptual rewards' image backbones", "vlm")),
+        lambda: _vision(check_module("open_clip", "VLM-RM and the CLIP labeller of RL-VLM-F", "vlm")),
         lambda: check_module("httpx", "LLM backends (OpenAI-compatible servers)", "llm"),
         lambda: check_module("onnxruntime", "policy export to ONNX and its parity check", "deploy"),
         lambda: check_module("minari", "Minari offline datasets", "offline"),

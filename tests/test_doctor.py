@@ -70,3 +70,14 @@ def test_cli_json():
     assert rep["checks"] and {"name", "ok", "detail", "fix"} <= set(rep["checks"][0])
     table = CliRunner().invoke(app, ["doctor"])
     assert table.exit_code == 0 and "torch" in table.output and "fix" in table.output
+
+
+def test_vision_fix_mentions_the_cpu_only_torch_wheel(monkeypatch):
+    import torch
+
+    missing = doctor.Check("torchvision", False, "not installed", "pip install 'robo-reward[vlm]'")
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
+    assert "ROBO_REWARD_TORCH=cuda" in doctor._vision(missing).fix
+    monkeypatch.setattr(torch, "__version__", "2.14.1+cu130")
+    other = doctor.Check("torchvision", False, "not installed", "pip install 'robo-reward[vlm]'")
+    assert doctor._vision(other).fix == "pip install 'robo-reward[vlm]'"
