@@ -288,3 +288,20 @@ def test_dict_observations_keep_their_final_rows():
     # row 0 ends at t = 2 and row 1 at t = 3: their rewards are 2 and 3, not the reset's 0
     np.testing.assert_array_equal(np.array(rewards), [[1, 1, 1], [2, 2, 2], [1, 3, 3], [2, 1, 4]])
     assert obs["state"][1, 0] == 1  # the returned observation is the new episode's
+
+
+def test_real_maniskill_frames_reach_a_frame_reward(maniskill_ready):
+    """Rendering: one uint8 [n, H, W, 3] batch at the card's size, and the last frame of a finished episode."""
+    env = ManiSkillBatchEnv("maniskill-pick-cube-v1", 1, max_episode_steps=2, seed=0, render_mode="rgb_array",
+                            env_kwargs={"human_render_camera_configs": {"width": 64, "height": 48}})
+    try:
+        venv = VectorRewardWrapper(env, FrameReward())
+        venv.reset(seed=0)
+        frames = env.render()
+        assert frames.shape == (1, 48, 64, 3) and frames.dtype == np.uint8 and frames.std() > 0
+        _, r, _, tr, info = venv.step(np.zeros((1, 4), np.float32))
+        _, r, _, tr, info = venv.step(np.zeros((1, 4), np.float32))
+        assert tr[0] and info["final_info"]["final_frame"].shape == (1, 48, 64, 3)
+        assert r[0] == info["final_info"]["final_frame"][0, 0, 0, 0]  # the reward saw the last frame
+    finally:
+        env.close()
