@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robo_reward.train.records import package_versions
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,15 +201,7 @@ def bench_loop(policy_path: Path, seconds: float, log) -> list[dict]:
 
 
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "onnxruntime", "onnx", "stable-baselines3", "mujoco", "numpy", "msgpack"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return package_versions(("torch", "onnxruntime", "onnx", "stable-baselines3", "mujoco", "numpy", "msgpack"))
 
 
 def _cpu_name() -> str:

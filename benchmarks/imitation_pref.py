@@ -72,6 +72,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from robo_reward.bench.files import write_result_files
+from robo_reward.train.records import package_versions
 
 ENV_ID = "Reacher-v4"
 SEGMENT_LENGTH = 25
@@ -672,7 +673,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            ours_reward_fn(model), sec, cpu, n_lab)
 
     worker_cpu = 0.0
-    versions = {"robo_reward": _versions(("gymnasium", "mujoco", "torch", "numpy", "stable-baselines3"))}
+    versions = {"robo_reward": package_versions(("gymnasium", "mujoco", "torch", "numpy", "stable-baselines3"), python=False)}
     checks: dict[str, Any] = {}
     if not args.no_imitation:
         python = ensure_imitation_venv(Path(args.venv), log=say)
@@ -794,18 +795,6 @@ def verdict(summary: list[dict[str, Any]], targets: Sequence[float]) -> list[str
 def _cpu_seconds(who: int) -> float:
     usage = resource.getrusage(who)
     return float(usage.ru_utime + usage.ru_stime)
-
-
-def _versions(packages: Sequence[str]) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for p in packages:
-        try:
-            out[p] = version(p)
-        except PackageNotFoundError:
-            out[p] = "not installed"
-    return out
 
 
 def _machine() -> dict[str, Any]:

@@ -48,7 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from robo_reward.bench.files import write_result_files
+from robo_reward.bench.files import load_average, write_result_files
+from robo_reward.train.records import package_versions
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / "_venvs" / "d3rlpy"
@@ -168,23 +169,8 @@ def _stats(values: list[float]) -> dict[str, float]:
             "q25": float(q[0]), "q75": float(q[1])}
 
 
-def _load() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for dist in ("robo-reward", "torch", "numpy", "gymnasium"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return package_versions(('robo-reward', 'torch', 'numpy', 'gymnasium'))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -208,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = "python benchmarks/iql_vs_d3rlpy.py" + ("" if argv is None and len(sys.argv) == 1 else
                                                       " " + " ".join(sys.argv[1:] if argv is None else argv))
     t_start = time.perf_counter()
-    load_start = _load()
+    load_start = load_average()
     python = ensure_d3rlpy_venv(args.venv)
     tmp = None
     if args.dataset is None:
@@ -231,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sides = {"robo_reward": ours.run, "d3rlpy": lambda n, m: worker.ask(cmd="run", steps=n, mode=m)}
             for r in range(args.rounds):
                 order = ["robo_reward", "d3rlpy"] if r % 2 == 0 else ["d3rlpy", "robo_reward"]
-                row: dict[str, Any] = {"round": r, "order": order, "load": _load()}
+                row: dict[str, Any] = {"round": r, "order": order, "load": load_average()}
                 for mode in ("full", "update"):
                     for side in order:
                         t = sides[side](args.steps, mode)
@@ -265,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": args.device,
         "note": "CPU figures" if args.device == "cpu" else f"{args.device} figures",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_start": load_start,
-                    "load_end": _load()},
+                    "load_end": load_average()},
         "settings": {"rounds": args.rounds, "steps": args.steps, "warmup": args.warmup, "threads": args.threads,
                      "hidden": HIDDEN, "batch_size": BATCH, "lr": 3e-4, "expectile": 0.7, "beta": 3.0,
                      "max_weight": 100.0, "polyak": 0.005, "gamma": 0.99, "seed": args.seed},

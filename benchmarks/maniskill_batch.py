@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from robo_reward.bench.files import write_result_files
+from robo_reward.train.records import package_versions
 
 CARD = "maniskill-pick-cube-v1"
 
@@ -143,13 +144,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for env in (raw, facade, wrapped, single):
             if env is not None:
                 env.close()
-    from importlib.metadata import version
-
     return {
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]]),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "gpu": torch.cuda.get_device_name(0) if cuda else None},
-        "versions": {p: version(p) for p in ("mani_skill", "sapien", "torch", "gymnasium", "numpy")},
+        "versions": package_versions(("mani_skill", "sapien", "torch", "gymnasium", "numpy"), python=False),
         "settings": {"block": args.block, "pairs": args.pairs, "card": CARD},
         "rows": rows,
     }

@@ -25,10 +25,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.metadata as md
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +35,8 @@ from typing import Callable
 
 import gymnasium as gym
 import numpy as np
+
+from robo_reward.train.records import package_versions
 
 TASK = "HalfCheetah-v5"
 
@@ -124,14 +124,8 @@ def run_size(n: int, seconds: float, repeats: int, native_max: int, seed: int = 
     return out
 
 
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("jax", "jaxlib", "mujoco", "mujoco-mjx", "gymnasium", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
+def _versions() -> dict[str, str]:
+    return package_versions(("jax", "jaxlib", "mujoco", "mujoco-mjx", "gymnasium", "numpy"))
 
 
 def _device() -> dict:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -46,30 +45,16 @@ from typing import Any
 
 import numpy as np
 
-from robo_reward.bench.files import write_result_files
+from robo_reward.bench.files import load_average, write_result_files
+from robo_reward.train.records import package_versions
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 MIXTURE = "expert@0.2+noisy:1.0@0.3+random@0.5"
 
 
-def _load() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for dist in ("robo-reward", "torch", "numpy", "gymnasium", "metaworld", "mujoco"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return package_versions(('robo-reward', 'torch', 'numpy', 'gymnasium', 'metaworld', 'mujoco'))
 
 
 def _t_interval(values: list[float]) -> list[float] | None:
@@ -214,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("MUJOCO_GL", "egl")
     command = "python benchmarks/offline_pipeline.py" + ("" if not (argv if argv is not None else sys.argv[1:]) else
                                                          " " + " ".join(argv if argv is not None else sys.argv[1:]))
-    t_start, load_start = time.perf_counter(), _load()
+    t_start, load_start = time.perf_counter(), load_average()
     tmp = None
     runs = args.runs
     if runs is None:
@@ -267,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "note": "CPU figures",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "task": args.task,
-        "machine": {"cpus": os.cpu_count(), "load_start": load_start, "load_end": _load(), "torch_threads": 1},
+        "machine": {"cpus": os.cpu_count(), "load_start": load_start, "load_end": load_average(), "torch_threads": 1},
         "versions": _versions(),
         "settings": {"quick": quick, "steps": steps, "seeds": n_seeds, "eval_episodes": eval_eps, "hidden": hidden,
                      "eval_seed": "run seed + 10000"},

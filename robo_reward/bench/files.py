@@ -1,8 +1,9 @@
-"""Writing a benchmark script's results: ``<out>.json`` with the figures and ``<out>.md`` with the table."""
+"""Helpers of the benchmark scripts: their result files (``<out>.json``, ``<out>.md``) and the machine load."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,3 +21,11 @@ def write_result_files(out: str | Path, data: Any, markdown: str, *, indent: int
     if echo:
         print(markdown)
     return json_path
+
+
+def load_average() -> float | None:
+    """The 1-minute load average, rounded (``None`` where the platform has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None

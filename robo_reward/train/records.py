@@ -33,6 +33,20 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
         fh.flush()
 
 
+def package_versions(dists: Sequence[str], *, python: bool = True) -> dict[str, str]:
+    """Installed versions of the distributions ``dists`` (missing ones left out), plus Python's when ``python``."""
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()} if python else {}
+    for dist in dists:
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` through a temporary file (a kill never leaves half a file)."""
     path = Path(path)

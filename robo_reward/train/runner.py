@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -40,7 +39,7 @@ from .config import RunConfig, load_run_config, write_run_config
 from .evaluate import EVAL_SEED_OFFSET, evaluate, record_video, write_eval_json
 from .native import NATIVE_SUFFIX, is_native, model_suffix
 from .offline import REWARDS_FILE, is_offline
-from .records import write_json_atomic
+from .records import package_versions, write_json_atomic
 
 METRICS_WINDOW = 20
 """Episodes averaged in each ``metrics.jsonl`` line and in the summary's training stats."""
@@ -110,18 +109,10 @@ def default_run_dir(config: RunConfig) -> Path:
 
 
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for dist in ("robo-reward", "stable-baselines3", "torch", "gymnasium", "numpy", "mujoco"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
     from .. import __version__
 
-    out["robo_reward"] = __version__
-    return out
+    return {**package_versions(("robo-reward", "stable-baselines3", "torch", "gymnasium", "numpy", "mujoco")),
+            "robo_reward": __version__}
 
 
 def build_vec_env(card: Any, plugin: Any, config: RunConfig, seed: int) -> Any:
