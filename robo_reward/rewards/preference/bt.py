@@ -499,6 +499,49 @@ class TrainResult:
         return self.losses[-1] if self.losses else float("nan")
 
 
+def fit_member_logits(
+    module: nn.Module, members: Any, logits: Any, labels: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+    weight_decay: float, seed: int | None, progress: bool,
+) -> "TrainResult":
+    """The Bradley–Terry loop every reward ensemble here trains with.
+
+    Each member sees its own random order of the ``n = len(labels)`` pairs (PEBBLE/B-Pref);
+    one Adam optimiser over ``module``'s parameters steps on the sum of the members' losses
+    ``BCE(logits(member, idx), labels[idx])``, where ``logits(member, idx)`` is
+    ``Σr(σ₁) − Σr(σ₂)`` of the pairs ``idx`` under that member. ``module`` is left in eval
+    mode; the returned :class:`TrainResult` holds the per-epoch losses (its ``accuracy`` is
+    left to the caller).
+    """
+    n, K = len(labels), len(members)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
+    bce = nn.functional.binary_cross_entropy_with_logits
+    result = TrainResult()
+    epochs_iter: Any = range(epochs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epochs_iter = tqdm(epochs_iter, desc="reward model", unit="epoch")
+    module.train()
+    for _ in epochs_iter:
+        orders = [torch.as_tensor(rng.permutation(n), device=labels.device) for _ in range(K)]
+        total, batches = 0.0, 0
+        for start in range(0, n, batch_size):
+            opt.zero_grad()
+            loss = labels.new_zeros(())
+            for k, member in enumerate(members):
+                idx = orders[k][start : start + batch_size]
+                loss = loss + bce(logits(member, idx), labels[idx])
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) / K
+            batches += 1
+        result.losses.append(total / max(batches, 1))
+        result.epochs += 1
+    module.eval()
+    return result
+
+
 def train_bradley_terry(
     model: RewardEnsemble,
     pairs: PreferencePairs,
@@ -551,39 +594,15 @@ def _train_bt(
     if model.config.normalize and not bool(model.normalizer_fitted):
         model.fit_normalizer(torch.cat([x1, x2]))
     y = torch.as_tensor(pairs.labels, dtype=torch.float32, device=x1.device)
-    n, K = len(pairs), len(model.members)
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    bce = nn.functional.binary_cross_entropy_with_logits
-    result = TrainResult()
-    epochs_iter: Any = range(epochs)
-    if progress:
-        from tqdm.auto import tqdm
-
-        epochs_iter = tqdm(epochs_iter, desc="reward model", unit="epoch")
-    model.train()
-    for _ in epochs_iter:
-        orders = [torch.as_tensor(rng.permutation(n)) for _ in range(K)]
-        total, batches = 0.0, 0
-        for start in range(0, n, batch_size):
-            opt.zero_grad()
-            loss = x1.new_zeros(())
-            for k, member in enumerate(model.members):
-                idx = orders[k][start : start + batch_size]
-                logits = member(x1[idx]).sum(-1) - member(x2[idx]).sum(-1)
-                loss = loss + bce(logits, y[idx])
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) / K
-            batches += 1
-        result.losses.append(total / max(batches, 1))
-        result.epochs += 1
-    model.eval()
+    result = fit_member_logits(
+        model, model.members, lambda member, idx: member(x1[idx]).sum(-1) - member(x2[idx]).sum(-1), y,
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, progress=progress,
+    )
     p = model.preference_probabilities(pairs.seg1, pairs.seg2)
     decided = pairs.labels != 0.5
     if decided.any():
         target = pairs.labels[decided] > 0.5
-        result.accuracy = [float(np.mean((p[k, decided] > 0.5) == target)) for k in range(K)]
+        result.accuracy = [float(np.mean((p[k, decided] > 0.5) == target)) for k in range(len(model.members))]
     return result
 
 

@@ -327,7 +327,7 @@ class ImageRewardModel:
 
     def _fit_cnn(self, pool: np.ndarray, inv: np.ndarray, y: np.ndarray, epochs: int, batch_size: int, lr: float,
                  weight_decay: float, seed: int | None, progress: bool) -> Any:
-        from ..preference.bt import TrainResult
+        from ..preference.bt import fit_member_logits
 
         torch = _torch()
         if epochs < 1 or batch_size < 1 or not lr > 0 or weight_decay < 0:
@@ -339,41 +339,17 @@ class ImageRewardModel:
         i1 = torch.as_tensor(inv[:, 0], device=self.device)
         i2 = torch.as_tensor(inv[:, 1], device=self.device)
         yt = torch.as_tensor(y, dtype=torch.float32, device=self.device)
-        rng = np.random.default_rng(seed)
-        opt = torch.optim.Adam(self.cnn.parameters(), lr=lr, weight_decay=weight_decay)
-        bce = torch.nn.functional.binary_cross_entropy_with_logits
-        n, K = len(y), len(self.cnn)
-        result = TrainResult()
-        it: Any = range(epochs)
-        if progress:
-            from tqdm.auto import tqdm
-
-            it = tqdm(it, desc="reward model", unit="epoch")
-        self.cnn.train()
-        for _ in it:
-            orders = [torch.as_tensor(rng.permutation(n), device=self.device) for _ in range(K)]
-            total, batches = 0.0, 0
-            for start in range(0, n, batch_size):
-                opt.zero_grad()
-                loss = x.new_zeros(())
-                for k, member in enumerate(self.cnn):
-                    idx = orders[k][start : start + batch_size]
-                    logits = member(x[i1[idx]]).squeeze(-1) - member(x[i2[idx]]).squeeze(-1)
-                    loss = loss + bce(logits, yt[idx])
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) / K
-                batches += 1
-            result.losses.append(total / max(batches, 1))
-            result.epochs += 1
-        self.cnn.eval()
+        result = fit_member_logits(
+            self.cnn, self.cnn, lambda member, idx: member(x[i1[idx]]).squeeze(-1) - member(x[i2[idx]]).squeeze(-1),
+            yt, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, progress=progress,
+        )
         with torch.inference_mode():
             r = torch.stack([m(x).squeeze(-1) for m in self.cnn]).cpu().numpy()
         decided = y != 0.5
         if decided.any():
             target = y[decided] > 0.5
             result.accuracy = [float(np.mean((r[k, inv[decided, 0]] > r[k, inv[decided, 1]]) == target))
-                               for k in range(K)]
+                               for k in range(len(self.cnn))]
         return result
 
     # ------------------------------------------------------------------ files
