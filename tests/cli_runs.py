@@ -1,4 +1,5 @@
-"""Run `robo-reward train` as a real process: kill it with SIGKILL after a checkpoint, then resume it."""
+"""Helpers for tests of `robo-reward train`: its typer app, reading metrics lines, and a real
+process killed with SIGKILL after a checkpoint, then resumed."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def kill_then_resume(tmp_path: Path, train_args: list[str], min_checkpoint_steps
     proc.wait()
     assert not (run_dir / "summary.json").exists()
     ckpt = latest_checkpoint(run_dir)
-    lines_before = len(_read_jsonl(run_dir / "metrics.jsonl"))
+    lines_before = len(read_jsonl(run_dir / "metrics.jsonl"))
     done = subprocess.run(
         [sys.executable, str(script), "train", "--resume", str(run_dir), "--no-progress"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
@@ -59,8 +60,20 @@ def kill_then_resume(tmp_path: Path, train_args: list[str], min_checkpoint_steps
     assert done.returncode == 0, done.stderr[-3000:]
     return {"run_dir": run_dir, "checkpoint": ckpt, "lines_before": lines_before,
             "summary": json.loads((run_dir / "summary.json").read_text()),
-            "lines": _read_jsonl(run_dir / "metrics.jsonl")}
+            "lines": read_jsonl(run_dir / "metrics.jsonl")}
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def train_app() -> Any:
+    """A typer app with the `train` and `eval` commands, for ``CliRunner``."""
+    import typer
+
+    from robo_reward.agents.cli import register
+
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (``metrics.jsonl``, ``evals.jsonl``)."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -25,7 +25,6 @@ pytest.importorskip("mujoco")
 typer = pytest.importorskip("typer")
 from typer.testing import CliRunner  # noqa: E402
 
-from robo_reward.agents.cli import register  # noqa: E402
 from robo_reward.core.errors import ConfigError  # noqa: E402
 from robo_reward.offline.bc import BC, BCConfig  # noqa: E402
 from robo_reward.offline.dataset import OfflineDataset, collect_dataset, relabel  # noqa: E402
@@ -34,21 +33,13 @@ from robo_reward.train.config import load_run_config, make_run_config  # noqa: E
 from robo_reward.train.evaluate import load_run_model  # noqa: E402
 from robo_reward.train.offline import offline_preset  # noqa: E402
 from robo_reward.train.runner import Runner, latest_checkpoint  # noqa: E402
+from tests.cli_runs import read_jsonl as _read_jsonl  # noqa: E402
+from tests.cli_runs import train_app as _app  # noqa: E402
 
 TASK = "mujoco-inverted-pendulum-v5"
 UPRIGHT = "python:fn=robo_reward.rewards.examples:inverted_pendulum_upright"
 TINY_HP = ["--hp", "hidden=[32, 32]", "--hp", "batch_size=64"]
 LOSSES = {"v_loss", "q_loss", "pi_loss", "adv_weight"}
-
-
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(autouse=True)

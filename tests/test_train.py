@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,27 +18,18 @@ typer = pytest.importorskip("typer")
 from typer.testing import CliRunner  # noqa: E402
 
 from robo_reward.agents import load_preset, make_model, read_preset  # noqa: E402
-from robo_reward.agents.cli import register  # noqa: E402
 from robo_reward.core.errors import ConfigError  # noqa: E402
 from robo_reward.core.types import TransitionBatch  # noqa: E402
 from robo_reward.rewards import examples  # noqa: E402
 from robo_reward.train.config import load_run_config, make_run_config  # noqa: E402
 from robo_reward.train.evaluate import evaluate, summarize_episodes, t_interval, wilson_interval  # noqa: E402
 from robo_reward.train.runner import Runner, latest_checkpoint, list_checkpoints  # noqa: E402
+from tests.cli_runs import read_jsonl as _read_jsonl  # noqa: E402
+from tests.cli_runs import train_app as _app  # noqa: E402
 
 TASK = "mujoco-inverted-pendulum-v5"
 UPRIGHT = "python:fn=robo_reward.rewards.examples:inverted_pendulum_upright"
 TINY_PPO = {"n_steps": 256, "batch_size": 64, "n_epochs": 2}
-
-
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 # ----------------------------------------------------------------------------- config

@@ -25,13 +25,14 @@ from typer.testing import CliRunner  # noqa: E402
 
 from robo_reward.agents import BUILTIN_AGENTS, TRAIN_AGENTS  # noqa: E402
 from robo_reward.agents.barfi import BARFI  # noqa: E402
-from robo_reward.agents.cli import register  # noqa: E402
 from robo_reward.agents.ppo import PPO  # noqa: E402
 from robo_reward.core.errors import ConfigError  # noqa: E402
 from robo_reward.train.config import make_run_config  # noqa: E402
 from robo_reward.train.evaluate import evaluate, load_run_model  # noqa: E402
 from robo_reward.train.native import native_preset  # noqa: E402
 from robo_reward.train.runner import Runner, latest_checkpoint, list_checkpoints  # noqa: E402
+from tests.cli_runs import read_jsonl as _read_jsonl  # noqa: E402
+from tests.cli_runs import train_app as _app  # noqa: E402
 
 TASK = "mujoco-inverted-pendulum-v5"
 UPRIGHT = "python:fn=robo_reward.rewards.examples:inverted_pendulum_upright"  # terms: upright, centered, still
@@ -44,16 +45,6 @@ TINY = {
 #: the fields of every metrics.jsonl line of the SB3 path (EpisodeMetricsCallback.write_line)
 SB3_METRIC_FIELDS = {"timesteps", "segment", "time_s", "steps_per_s", "episodes", "learned_return", "env_return",
                      "success_rate", "ep_length", "window_episodes"}
-
-
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(autouse=True)
