@@ -19,6 +19,7 @@ from robo_reward.agents.barfi import (
 )
 from robo_reward.core.errors import ConfigError
 from robo_reward.core.types import RewardOutput, RewardPlugin, TransitionBatch
+from tests.fixtures import one_torch_thread  # noqa: F401
 
 
 def _spd(n: int, low: float, high: float, seed: int = 0) -> torch.Tensor:
@@ -26,14 +27,6 @@ def _spd(n: int, low: float, high: float, seed: int = 0) -> torch.Tensor:
     q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
     eig = torch.linspace(low, high, n, dtype=torch.float64)
     return q @ torch.diag(eig) @ q.T
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- Neumann series

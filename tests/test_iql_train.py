@@ -35,19 +35,12 @@ from robo_reward.train.offline import offline_preset  # noqa: E402
 from robo_reward.train.runner import Runner, latest_checkpoint  # noqa: E402
 from tests.cli_runs import read_jsonl as _read_jsonl  # noqa: E402
 from tests.cli_runs import train_app as _app  # noqa: E402
+from tests.fixtures import one_torch_thread  # noqa: E402, F401
 
 TASK = "mujoco-inverted-pendulum-v5"
 UPRIGHT = "python:fn=robo_reward.rewards.examples:inverted_pendulum_upright"
 TINY_HP = ["--hp", "hidden=[32, 32]", "--hp", "batch_size=64"]
 LOSSES = {"v_loss", "q_loss", "pi_loss", "adv_weight"}
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

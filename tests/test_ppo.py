@@ -25,17 +25,9 @@ from robo_reward.core.errors import ConfigError
 from robo_reward.core.types import RewardOutput, RewardPlugin, TransitionBatch
 
 from .toy_envs import CountEnv
+from .fixtures import one_torch_thread  # noqa: F401
 
 TINY = {"n_steps": 16, "batch_size": 16, "n_epochs": 2}
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tests that call the rollout/update directly run single-threaded, as learn() does."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _count_vec(n: int = 2, length: int = 3, truncate: bool = True, mode: AutoresetMode = AutoresetMode.NEXT_STEP):
