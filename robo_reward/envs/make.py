@@ -154,11 +154,6 @@ def _resolve_render(card: TaskCard, overrides: Mapping[str, Any] | None) -> Rend
         raise ConfigError(f"bad render_overrides {dict(overrides)!r}: {msgs}") from None
 
 
-def _family_import_error(card: TaskCard) -> tuple[str, str | None, ImportError] | None:
-    """``(missing package, extra, error)`` when the card family's module does not import, else ``None``."""
-    return family_import_error(card.family)
-
-
 def family_import_error(family: str) -> tuple[str, str | None, ImportError] | None:
     """``(missing package, extra, error)`` when a task-card family's simulator does not import, else ``None``."""
     mod, extra = _FAMILY_IMPORTS.get(family, (None, None))
@@ -175,7 +170,7 @@ def family_import_error(family: str) -> tuple[str, str | None, ImportError] | No
 
 
 def _import_family(card: TaskCard) -> None:
-    failed = _family_import_error(card)
+    failed = family_import_error(card.family)
     if failed is not None:
         missing, extra, exc = failed
         raise MissingDependencyError(missing, extra, feature=f"task card {card.name!r}") from exc
@@ -283,7 +278,7 @@ def simulator_problem(task: str | TaskCard) -> str | None:
     precise reason.
     """
     card = load_card(task)
-    failed = _family_import_error(card)
+    failed = family_import_error(card.family)
     if failed is not None:
         missing, extra, _ = failed
         hint = f"pip install 'robo-reward[{extra}]'" if extra else f"pip install {missing}"

@@ -31,8 +31,9 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from ..core.errors import ConfigError, RoboRewardError
-from .cards import TaskCard, load_card
 from ..wrappers.frames import FINAL_FRAME_KEY
+from .cards import TaskCard, load_card
+from .make import SUCCESS_INFO_KEY
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -194,6 +195,9 @@ class ManiSkillBatchEnv(gym.vector.VectorEnv):
         self._seed = seed
         self._has_reset = False
         self._signal = self.card.success_signal() if self.card is not None else None
+        import torch
+
+        self._torch = torch
 
     @property
     def device(self) -> "torch.device":
@@ -213,8 +217,6 @@ class ManiSkillBatchEnv(gym.vector.VectorEnv):
     def _add_success(self, obs: Any, info: dict[str, Any]) -> dict[str, Any]:
         """Add ``info["is_success"]`` from the card's success signal (as the CPU sub-envs do)."""
         if self._signal is not None:
-            from .make import SUCCESS_INFO_KEY
-
             info[SUCCESS_INFO_KEY] = np.asarray(self._signal.evaluate_vector(obs, info, self.num_envs), dtype=bool)
             info[f"_{SUCCESS_INFO_KEY}"] = np.ones(self.num_envs, dtype=bool)
         return info
@@ -223,8 +225,7 @@ class ManiSkillBatchEnv(gym.vector.VectorEnv):
         """Step all sub-envs; finished ones are reset in the same call (``SAME_STEP``)."""
         if not self._has_reset:
             raise gym.error.ResetNeeded("call reset() before the first step()")
-        import torch
-
+        torch = self._torch
         n = self.num_envs
         acts = np.asarray(actions)
         if acts.dtype.kind == "f":
@@ -287,14 +288,9 @@ def _build(
     kwargs: dict[str, Any],
 ) -> gym.Env:
     """``gymnasium.make`` the card's ManiSkill env as one batch of ``num_envs``."""
-    from .make import _family_import_error, _gym_make, maniskill_render_problem
+    from .make import _gym_make, _import_family, maniskill_render_problem
 
-    failed = _family_import_error(card)
-    if failed is not None:
-        from ..core.errors import MissingDependencyError
-
-        missing, extra, _ = failed
-        raise MissingDependencyError(missing, extra, feature=f"task card {card.name!r}")
+    _import_family(card)
     merged = {**dict(card.env_kwargs or {}), **kwargs}
     merged.setdefault("obs_mode", "state")
     if render_mode is not None:
