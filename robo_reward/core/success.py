@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .errors import ConfigError
+from .infos import unbatch_infos
 
 
 def import_object(path: str, what: str = "object") -> Any:
@@ -108,6 +109,4 @@ class SuccessSignal:
                     if self.threshold is None:
                         return arr != 0
                     return arr <= self.threshold if self.below else arr >= self.threshold
-        from ..wrappers._common import unbatch_infos
-
         return self.evaluate(next_obs, unbatch_infos(info, n))

@@ -29,15 +29,6 @@ def batch1(x: Any) -> Any:
     return np.asarray([x])
 
 
-def take_rows(x: Any, index: np.ndarray) -> Any:
-    """Index the leading dimension of an array, dict or tuple of arrays."""
-    if isinstance(x, Mapping):
-        return {k: take_rows(v, index) for k, v in x.items()}
-    if isinstance(x, tuple):
-        return tuple(take_rows(v, index) for v in x)
-    return x[index]
-
-
 def copy_obs(x: Any) -> Any:
     """Copy a batched observation (array, dict or tuple of arrays)."""
     if isinstance(x, Mapping):
@@ -57,25 +48,6 @@ def set_row(x: Any, i: int, value: Any) -> None:
             set_row(sub, i, v)
     else:
         x[i] = value
-
-
-def unbatch_infos(infos: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
-    """Turn a Gymnasium vector ``info`` (dict of arrays with ``_key`` masks) into ``n`` per-env dicts."""
-    out: list[dict[str, Any]] = [{} for _ in range(n)]
-    for key, value in infos.items():
-        if key.startswith("_"):
-            continue
-        mask = infos.get(f"_{key}")
-        if isinstance(value, Mapping):
-            subs = unbatch_infos(value, n)
-            for i in range(n):
-                if mask is None or mask[i]:
-                    out[i][key] = subs[i]
-            continue
-        for i in range(n):
-            if mask is None or mask[i]:
-                out[i][key] = value[i]
-    return out
 
 
 def stack_frames(frames: Any, n: int) -> np.ndarray:

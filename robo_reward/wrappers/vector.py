@@ -9,8 +9,9 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from ..core.errors import ConfigError
+from ..core.infos import unbatch_infos
 from ..core.types import RewardOutput, TransitionBatch
-from ._common import build_plugin, copy_obs, set_row, stack_frames, take_rows, unbatch_infos
+from ._common import build_plugin, copy_obs, set_row, stack_frames
 from .frames import FINAL_FRAME_KEY
 from .mixing import resolve_mode
 
